@@ -1,0 +1,43 @@
+# concbench — two commands do everything on a fresh Debian 12 machine:
+#   make bench   install what is missing, build, run the quick profile, draw the plots
+#   make test    install what is missing, build, run every test
+PROFILE ?= quick
+BUILD   ?= build
+JOBS    ?= $(shell nproc)
+SANITIZE ?=
+PYTHON  := /usr/bin/python3
+comma := ,
+ifneq ($(SANITIZE),)
+BUILD := build-$(subst $(comma),-,$(SANITIZE))
+endif
+CONCBENCH := $(BUILD)/bin/concbench
+
+.PHONY: all deps build bench test list plot clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DSANITIZE=$(SANITIZE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+bench: build
+	@rc=0; $(CONCBENCH) run --profile $(PROFILE) || rc=$$?; \
+	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
+	$(PYTHON) scripts/plot.py results/latest && \
+	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/" ; \
+	exit $$rc
+
+plot:
+	@$(PYTHON) scripts/plot.py results/latest
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+
+list: build
+	@$(CONCBENCH) list
+
+clean:
+	rm -rf build build-*

@@ -1,0 +1,72 @@
+// Host: how the runner reaches a server — start it, wait for its readiness line, stop it, know
+// its process tree. Local today (fork/exec in its own process group, pinned to CPUs), behind
+// this small interface so that nothing else assumes the server runs on the client's machine.
+#pragma once
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace concbench {
+
+struct ServerCommand {
+    std::string binary;              // absolute path
+    std::vector<std::string> args;   // without argv[0]
+    std::vector<int> cpus;           // pin the server (and what it forks) here; empty: no pinning
+    std::string log_path;            // the server's stderr goes here ("" = /dev/null)
+};
+
+struct StopReport {
+    bool exited = false;        // the root process exited by itself after SIGTERM
+    int exit_code = -1;         // its exit code, if it exited normally
+    int signal = 0;             // the signal that ended it, if any
+    bool killed = false;        // SIGKILL was needed
+    int leftover = 0;           // processes of its group still alive after the root had gone
+    double stop_s = 0;          // SIGTERM -> root gone
+    bool clean() const { return exited && exit_code == 0 && !killed && leftover == 0; }
+    std::string describe() const;
+};
+
+class ServerProcess {
+public:
+    // Starts the server and waits up to `ready_timeout` for "listening <host>:<port>". On
+    // failure returns nullptr and sets `error` to one line (including the server's last stderr
+    // line when it died). `interrupted`, if set during the wait, abandons it.
+    static std::unique_ptr<ServerProcess> start(const ServerCommand& cmd,
+                                                std::chrono::milliseconds ready_timeout,
+                                                std::string& error,
+                                                const volatile bool* interrupted = nullptr);
+    ~ServerProcess();  // stops the server if still running
+
+    pid_t pid() const { return pid_; }
+    const std::string& host() const { return host_; }
+    uint16_t port() const { return port_; }
+    // Non-empty if the server has died on its own (how), without waiting.
+    std::string died() ;
+
+    // SIGTERM to the group, wait up to `grace` for the root to exit, then SIGKILL the group.
+    StopReport stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+
+private:
+    ServerProcess() = default;
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+    int status_ = 0;
+    std::string host_;
+    uint16_t port_ = 0;
+    std::string log_path_;
+};
+
+// Processes (not zombies) whose process group is `pgid`.
+int live_processes_in_group(pid_t pgid);
+// The last non-empty line of a text file ("" if none), for error messages.
+std::string last_line_of(const std::string& path);
+// CPUs this process may run on.
+std::vector<int> allowed_cpus();
+// Pins the calling thread to `cpus` (no-op when empty). Returns false on failure.
+bool pin_thread(const std::vector<int>& cpus);
+
+}  // namespace concbench

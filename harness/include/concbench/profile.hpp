@@ -1,0 +1,33 @@
+// Profile: a run's matrix (models x workloads x connection counts x repetitions) and its timing,
+// read from profiles/<name>.toml and checked in full before anything runs.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "concbench/registry.hpp"
+
+namespace concbench {
+
+struct Profile {
+    std::string name;
+    std::string description;
+    std::string path;
+    std::string text;                      // the file as read, kept in meta.json
+    std::vector<std::string> models;
+    std::vector<std::string> workloads;
+    std::vector<int> connections;
+    int repetitions = 1;
+    double warmup_s = 1;
+    double duration_s = 5;
+    double ready_timeout_s = 10;
+    double stop_grace_s = 5;
+    std::vector<int> server_cpus;
+    std::vector<int> client_cpus;
+    int client_threads = 0;                // 0: one per client CPU
+};
+
+// `name_or_path`: "quick" (profiles/quick.toml in the checkout) or a path to a .toml file.
+// Throws std::runtime_error("<file>:<line>: <what> (valid: ...)") on any problem.
+Profile load_profile(const std::string& name_or_path, const std::vector<ModelInfo>& registry);
+
+}  // namespace concbench

@@ -1,0 +1,37 @@
+// Registry: the models, discovered from models/*/model.toml. Nothing in the harness lists models
+// by hand; it reads mechanism, structure and workloads from here.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace concbench {
+
+struct ModelInfo {
+    std::string name;
+    std::string description;
+    std::string mechanism;   // blocking | readiness | completion | reference
+    std::string structure;
+    std::string like;
+    std::vector<std::string> platforms;
+    std::vector<std::string> workloads;
+    std::vector<std::string> notes;
+    std::string binary;       // file name under the bin dir
+    std::string toml_path;
+    std::string binary_path;  // absolute
+    bool built = false;
+
+    bool serves(const std::string& workload) const;
+};
+
+inline const std::vector<std::string> kMechanisms = {"blocking", "readiness", "completion", "reference"};
+
+// Reads every models/<dir>/model.toml. Throws std::runtime_error("<file>:<line>: <what>") on a
+// malformed entry.
+std::vector<ModelInfo> load_registry(const std::string& models_dir, const std::string& bin_dir);
+const ModelInfo* find_model(const std::vector<ModelInfo>& reg, const std::string& name);
+
+std::string source_dir();   // the checkout (compiled in; CONCBENCH_SOURCE_DIR overrides)
+std::string bin_dir();      // where this executable and the servers live
+std::string models_dir();   // source_dir()/models
+
+}  // namespace concbench

@@ -1,0 +1,19 @@
+// Runner: runs a profile's cells one by one, each in a fresh server, and appends one JSON line
+// per finished cell to results/<run-id>/results.jsonl.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace concbench {
+
+struct RunOptions {
+    std::string profile = "quick";
+    std::string resume;                 // run id to continue (skips its finished cells)
+    std::string results_root = "results";
+    std::vector<std::string> models;    // restrict the profile's models (empty: all of them)
+};
+
+// Returns the process exit code: 0 done, 1 some cells failed, 2 bad input, 130 interrupted.
+int run_profile(const RunOptions& opts);
+
+}  // namespace concbench

@@ -1,0 +1,133 @@
+// concbench: the command line — list the models, run a profile, drive one load by hand.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "concbench/host.hpp"
+#include "concbench/loadgen.hpp"
+#include "concbench/registry.hpp"
+#include "concbench/runner.hpp"
+#include "concbench/workloads.hpp"
+
+using namespace concbench;
+
+namespace {
+
+int cmd_list() {
+    std::vector<ModelInfo> reg;
+    try {
+        reg = load_registry(models_dir(), bin_dir());
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "concbench: {}\n", e.what());
+        return 2;
+    }
+    fmt::print("{:<12} {:<11} {:<6} {}\n", "MODEL", "MECHANISM", "BUILT", "STRUCTURE");
+    for (const auto& m : reg)
+        fmt::print("{:<12} {:<11} {:<6} {}\n", m.name, m.mechanism, m.built ? "yes" : "no", m.structure);
+    fmt::print("\nworkloads: ");
+    for (const auto& w : all_workloads()) fmt::print("{} ", w.name);
+    fmt::print("\n");
+    return 0;
+}
+
+struct LoadArgs {
+    std::string target, workload = "hello", json_path;
+    int connections = 100, threads = 1;
+    double duration = 5, warmup = 1;
+    std::vector<int> cpus;
+};
+
+int cmd_load(const LoadArgs& a) {
+    const Workload* w = find_workload(a.workload);
+    auto colon = a.target.rfind(':');
+    if (!w || colon == std::string::npos) {
+        fmt::print(stderr, "concbench load: {}\n", !w ? "unknown workload '" + a.workload + "'"
+                                                        : "--target must be HOST:PORT");
+        return 2;
+    }
+    LoadSpec spec;
+    spec.host = a.target.substr(0, colon);
+    spec.port = static_cast<uint16_t>(std::atoi(a.target.c_str() + colon + 1));
+    spec.workload = w;
+    spec.connections = a.connections;
+    spec.threads = a.threads;
+    spec.cpus = a.cpus;
+    spec.duration_s = a.duration;
+    spec.warmup_s = a.warmup;
+    LoadResult r = run_load(spec);
+    if (!r.fatal.empty()) {
+        fmt::print(stderr, "concbench load: {}\n", r.fatal);
+        return 1;
+    }
+    auto us = [&](double p) { return r.latency.percentile_ns(p) / 1000.0; };
+    double rps = r.requests / r.measured_s;
+    fmt::print("{} connections ({} established), {} thread(s), {:.2f} s: {} requests, {:.0f} req/s\n",
+               a.connections, r.connections_established, r.client_threads, r.measured_s, r.requests, rps);
+    fmt::print("latency µs: p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  p99.9 {:.1f}  max {:.1f}  mean {:.1f}\n",
+               us(50), us(90), us(99), us(99.9), r.latency.max_ns() / 1000.0, r.latency.mean_ns() / 1000.0);
+    fmt::print("client CPU: {:.2f} µs/request, {:.0f} % of {} thread(s)\n",
+               r.client_cpu_s * 1e6 / std::max<uint64_t>(1, r.requests),
+               100 * r.client_cpu_s / (r.measured_s * r.client_threads), r.client_threads);
+    for (auto& [k, v] : r.errors) fmt::print("errors {}: {}\n", k, v);
+    if (!a.json_path.empty()) {
+        nlohmann::json j = {{"workload", a.workload}, {"connections", a.connections},
+                            {"connections_established", r.connections_established},
+                            {"duration_s", r.measured_s}, {"requests", r.requests},
+                            {"throughput_rps", rps}, {"errors", r.errors},
+                            {"latency_us", {{"p50", us(50)}, {"p90", us(90)}, {"p99", us(99)},
+                                            {"p999", us(99.9)}, {"max", r.latency.max_ns() / 1000.0},
+                                            {"mean", r.latency.mean_ns() / 1000.0}}},
+                            {"client", {{"cpu_s", r.client_cpu_s}, {"threads", r.client_threads}}},
+                            {"histogram", r.latency.spectrum_json()}};
+        std::ofstream(a.json_path) << j.dump(2) << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"concbench: which concurrency model should an IO-bound server use? Measured."};
+    app.require_subcommand(1);
+
+    app.add_subcommand("list", "list the models in the registry and whether each is built");
+
+    RunOptions run;
+    std::string models;
+    auto* run_cmd = app.add_subcommand("run", "run a profile: every cell against a fresh server");
+    run_cmd->add_option("--profile,-p", run.profile, "profile name (profiles/NAME.toml) or path")
+        ->capture_default_str();
+    run_cmd->add_option("--resume", run.resume, "continue the run with this id, skipping finished cells");
+    run_cmd->add_option("--results", run.results_root, "results root directory")->capture_default_str();
+    run_cmd->add_option("--models", models, "comma-separated subset of the profile's models");
+
+    LoadArgs load;
+    auto* load_cmd = app.add_subcommand("load", "drive one load against a running server");
+    load_cmd->add_option("--target", load.target, "HOST:PORT")->required();
+    load_cmd->add_option("--workload,-w", load.workload, "workload name")->capture_default_str();
+    load_cmd->add_option("--connections,-c", load.connections)->check(CLI::Range(1, 100000))->capture_default_str();
+    load_cmd->add_option("--threads,-t", load.threads)->check(CLI::Range(1, 256))->capture_default_str();
+    load_cmd->add_option("--duration,-d", load.duration, "measured seconds")->check(CLI::PositiveNumber)->capture_default_str();
+    load_cmd->add_option("--warmup", load.warmup, "seconds before measuring")->check(CLI::NonNegativeNumber)->capture_default_str();
+    load_cmd->add_option("--cpus", load.cpus, "pin client threads to these CPUs");
+    load_cmd->add_option("--json", load.json_path, "write the result as JSON here");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        fmt::print(stderr, "concbench: {} (see --help)\n", e.what());
+        return 2;
+    }
+    if (app.got_subcommand("list")) return cmd_list();
+    if (app.got_subcommand("load")) return cmd_load(load);
+    if (!models.empty()) {
+        std::stringstream ss(models);
+        for (std::string m; std::getline(ss, m, ',');)
+            if (!m.empty()) run.models.push_back(m);
+    }
+    return run_profile(run);
+}

@@ -1,0 +1,161 @@
+// Profiles: profiles/<name>.toml, read with toml++ and refused whole if anything is off.
+#include "concbench/profile.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "concbench/host.hpp"
+#include "concbench/workloads.hpp"
+
+namespace fs = std::filesystem;
+
+namespace concbench {
+namespace {
+
+struct Ctx {
+    std::string file;
+    [[noreturn]] void fail(const toml::node& n, const std::string& what) const {
+        throw std::runtime_error(fmt::format("{}:{}: {}", file, n.source().begin.line, what));
+    }
+};
+
+double positive_number(const Ctx& c, const toml::node& n, const char* key, double max) {
+    std::optional<double> v = n.value<double>();
+    if (!v || !(*v > 0) || *v > max)
+        c.fail(n, fmt::format("'{}' must be a number of seconds above 0 and at most {}", key, max));
+    return *v;
+}
+
+int whole_number(const Ctx& c, const toml::node& n, const char* key, int lo, int hi) {
+    std::optional<int64_t> v = n.value<int64_t>();
+    if (!n.is_integer() || !v || *v < lo || *v > hi)
+        c.fail(n, fmt::format("'{}' must be a whole number from {} to {}", key, lo, hi));
+    return static_cast<int>(*v);
+}
+
+std::vector<std::string> names(const Ctx& c, const toml::node& n, const char* key,
+                               const std::vector<std::string>& valid) {
+    std::vector<std::string> out;
+    if (n.is_string() && *n.value<std::string>() == "all") return valid;
+    const toml::array* a = n.as_array();
+    if (!a || a->empty())
+        c.fail(n, fmt::format("'{}' must be a non-empty array of names, or \"all\"", key));
+    for (const toml::node& e : *a) {
+        std::optional<std::string> s = e.value<std::string>();
+        if (!s || std::find(valid.begin(), valid.end(), *s) == valid.end())
+            c.fail(e, fmt::format("unknown {} '{}' (valid: {})", std::string(key).substr(0, std::strlen(key) - 1),
+                                  s ? *s : std::string("<not a string>"), fmt::join(valid, ", ")));
+        if (std::find(out.begin(), out.end(), *s) != out.end())
+            c.fail(e, fmt::format("'{}' is listed twice in '{}'", *s, key));
+        out.push_back(*s);
+    }
+    return out;
+}
+
+std::vector<int> cpu_list(const Ctx& c, const toml::node& n, const char* key) {
+    std::vector<int> allowed = allowed_cpus();
+    const toml::array* a = n.as_array();
+    if (!a) c.fail(n, fmt::format("'{}' must be an array of CPU numbers, e.g. [0]", key));
+    std::vector<int> out;
+    for (const toml::node& e : *a) {
+        int cpu = whole_number(c, e, key, 0, 4095);
+        if (std::find(allowed.begin(), allowed.end(), cpu) == allowed.end())
+            c.fail(e, fmt::format("'{}': this machine has no CPU {} available (available: {})",
+                                  key, cpu, fmt::join(allowed, ", ")));
+        out.push_back(cpu);
+    }
+    return out;
+}
+
+std::string resolve(const std::string& name_or_path) {
+    if (name_or_path.find('/') != std::string::npos || name_or_path.ends_with(".toml"))
+        return name_or_path;
+    return source_dir() + "/profiles/" + name_or_path + ".toml";
+}
+
+}  // namespace
+
+Profile load_profile(const std::string& name_or_path, const std::vector<ModelInfo>& registry) {
+    Profile p;
+    p.path = resolve(name_or_path);
+    if (!fs::exists(p.path)) {
+        std::vector<std::string> have;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(source_dir() + "/profiles", ec))
+            if (e.path().extension() == ".toml") have.push_back(e.path().stem().string());
+        std::sort(have.begin(), have.end());
+        throw std::runtime_error(fmt::format("{}: no such profile (available: {})", p.path,
+                                             fmt::join(have, ", ")));
+    }
+    std::ifstream in(p.path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    p.text = ss.str();
+    Ctx c{p.path};
+    toml::table t;
+    try {
+        t = toml::parse(p.text, p.path);
+    } catch (const toml::parse_error& e) {
+        throw std::runtime_error(fmt::format("{}:{}: {}", p.path, e.source().begin.line, e.description()));
+    }
+
+    std::vector<std::string> model_names, workload_names;
+    for (const auto& m : registry) model_names.push_back(m.name);
+    for (const auto& w : all_workloads()) workload_names.push_back(w.name);
+
+    std::vector<int> cpus = allowed_cpus();
+    p.server_cpus = {cpus.front()};
+    p.client_cpus = {cpus.size() > 1 ? cpus[1] : cpus.front()};
+    p.name = fs::path(p.path).stem().string();
+
+    static const std::vector<std::string> keys = {
+        "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
+        "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads"};
+    std::vector<std::string> required = {"models", "workloads", "connections"};
+    for (auto&& [k, v] : t) {
+        std::string key(k.str());
+        if (key == "name") {
+            if (!v.is_string()) c.fail(v, "'name' must be a string");
+            p.name = *v.value<std::string>();
+        } else if (key == "description") {
+            if (!v.is_string()) c.fail(v, "'description' must be a string");
+            p.description = *v.value<std::string>();
+        } else if (key == "models") p.models = names(c, v, "models", model_names);
+        else if (key == "workloads") p.workloads = names(c, v, "workloads", workload_names);
+        else if (key == "connections") {
+            const toml::array* a = v.as_array();
+            if (!a || a->empty()) c.fail(v, "'connections' must be a non-empty array of counts");
+            for (const toml::node& e : *a) p.connections.push_back(whole_number(c, e, "connections", 1, 100000));
+        } else if (key == "repetitions") p.repetitions = whole_number(c, v, "repetitions", 1, 100);
+        else if (key == "warmup_s") p.warmup_s = positive_number(c, v, "warmup_s", 3600);
+        else if (key == "duration_s") p.duration_s = positive_number(c, v, "duration_s", 3600);
+        else if (key == "ready_timeout_s") p.ready_timeout_s = positive_number(c, v, "ready_timeout_s", 600);
+        else if (key == "stop_grace_s") p.stop_grace_s = positive_number(c, v, "stop_grace_s", 600);
+        else if (key == "server_cpus") p.server_cpus = cpu_list(c, v, "server_cpus");
+        else if (key == "client_cpus") p.client_cpus = cpu_list(c, v, "client_cpus");
+        else if (key == "client_threads") p.client_threads = whole_number(c, v, "client_threads", 1, 256);
+        else c.fail(v, fmt::format("unknown key '{}' (valid: {})", key, fmt::join(keys, ", ")));
+        required.erase(std::remove(required.begin(), required.end(), key), required.end());
+    }
+    if (!required.empty())
+        throw std::runtime_error(fmt::format("{}:1: missing key(s): {}", p.path, fmt::join(required, ", ")));
+    for (const auto& m : p.models) {
+        const ModelInfo* mi = find_model(registry, m);
+        if (!mi->built)
+            throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; run make build)",
+                                                 p.path, m, mi->binary_path));
+    }
+    if (p.client_threads == 0) p.client_threads = static_cast<int>(p.client_cpus.size());
+    return p;
+}
+
+}  // namespace concbench

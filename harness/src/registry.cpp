@@ -1,0 +1,129 @@
+// Registry: models/*/model.toml, read with toml++ and checked.
+#include "concbench/registry.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "concbench/workloads.hpp"
+
+namespace fs = std::filesystem;
+
+namespace concbench {
+
+bool ModelInfo::serves(const std::string& workload) const {
+    return std::find(workloads.begin(), workloads.end(), workload) != workloads.end();
+}
+
+std::string source_dir() {
+    if (const char* env = std::getenv("CONCBENCH_SOURCE_DIR"); env && *env) return env;
+    return CONCBENCH_SOURCE_DIR;
+}
+
+std::string bin_dir() {
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string(".") : exe.parent_path().string();
+}
+
+std::string models_dir() { return source_dir() + "/models"; }
+
+namespace {
+
+[[noreturn]] void bad(const std::string& file, const toml::source_region& where,
+                      const std::string& what) {
+    throw std::runtime_error(fmt::format("{}:{}: {}", file, where.begin.line, what));
+}
+
+std::string need_string(const toml::table& t, const std::string& file, const char* key) {
+    const toml::node* n = t.get(key);
+    if (!n) bad(file, t.source(), fmt::format("missing key '{}'", key));
+    if (!n->is_string()) bad(file, n->source(), fmt::format("'{}' must be a string", key));
+    return std::string(*n->value<std::string>());
+}
+
+std::vector<std::string> string_list(const toml::table& t, const std::string& file, const char* key) {
+    std::vector<std::string> out;
+    const toml::node* n = t.get(key);
+    if (!n) return out;
+    const toml::array* a = n->as_array();
+    if (!a) bad(file, n->source(), fmt::format("'{}' must be an array of strings", key));
+    for (const toml::node& e : *a) {
+        if (!e.is_string()) bad(file, e.source(), fmt::format("'{}' must hold only strings", key));
+        out.emplace_back(*e.value<std::string>());
+    }
+    return out;
+}
+
+ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
+    const std::string file = toml_path.string();
+    toml::table t;
+    try {
+        t = toml::parse_file(file);
+    } catch (const toml::parse_error& e) {
+        bad(file, e.source(), std::string(e.description()));
+    }
+    static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
+                                                "like", "platforms", "workloads", "binary", "notes"};
+    for (auto&& [k, v] : t)
+        if (!known.count(std::string(k.str())))
+            bad(file, v.source(), fmt::format("unknown key '{}' (valid: name, description, "
+                                              "mechanism, structure, like, platforms, workloads, "
+                                              "binary, notes)", k.str()));
+    ModelInfo m;
+    m.toml_path = file;
+    m.name = need_string(t, file, "name");
+    if (m.name != toml_path.parent_path().filename().string())
+        bad(file, t["name"].node()->source(),
+            fmt::format("name '{}' differs from its folder '{}'", m.name,
+                        toml_path.parent_path().filename().string()));
+    m.description = need_string(t, file, "description");
+    m.mechanism = need_string(t, file, "mechanism");
+    if (std::find(kMechanisms.begin(), kMechanisms.end(), m.mechanism) == kMechanisms.end())
+        bad(file, t["mechanism"].node()->source(),
+            fmt::format("mechanism '{}' is not one of: {}", m.mechanism, fmt::join(kMechanisms, ", ")));
+    m.structure = need_string(t, file, "structure");
+    if (t.contains("like")) m.like = need_string(t, file, "like");
+    m.platforms = string_list(t, file, "platforms");
+    m.workloads = string_list(t, file, "workloads");
+    m.notes = string_list(t, file, "notes");
+    for (const auto& w : m.workloads)
+        if (!find_workload(w)) {
+            std::vector<std::string> names;
+            for (const auto& k : all_workloads()) names.push_back(k.name);
+            bad(file, t["workloads"].node()->source(),
+                fmt::format("unknown workload '{}' (valid: {})", w, fmt::join(names, ", ")));
+        }
+    m.binary = t.contains("binary") ? need_string(t, file, "binary") : "server-" + m.name;
+    m.binary_path = (fs::path(bin) / m.binary).string();
+    m.built = access(m.binary_path.c_str(), X_OK) == 0;
+    return m;
+}
+
+}  // namespace
+
+std::vector<ModelInfo> load_registry(const std::string& dir, const std::string& bin) {
+    std::vector<ModelInfo> reg;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        fs::path toml_path = e.path() / "model.toml";
+        if (e.is_directory() && fs::exists(toml_path)) reg.push_back(read_model(toml_path, bin));
+    }
+    if (ec) throw std::runtime_error(fmt::format("{}: {}", dir, ec.message()));
+    std::sort(reg.begin(), reg.end(), [](auto& a, auto& b) { return a.name < b.name; });
+    return reg;
+}
+
+const ModelInfo* find_model(const std::vector<ModelInfo>& reg, const std::string& name) {
+    for (const auto& m : reg)
+        if (m.name == name) return &m;
+    return nullptr;
+}
+
+}  // namespace concbench

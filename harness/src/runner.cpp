@@ -1,0 +1,329 @@
+// Runner: plan the profile's cells, run each against a fresh server, record every finished cell.
+#include "concbench/runner.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "concbench/host.hpp"
+#include "concbench/loadgen.hpp"
+#include "concbench/profile.hpp"
+#include "concbench/registry.hpp"
+#include "concbench/results.hpp"
+#include "concbench/sampler.hpp"
+#include "concbench/workloads.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono;
+
+namespace concbench {
+namespace {
+
+// Ctrl-C (or SIGTERM) ends the current cell at once; finished cells are already on disk.
+std::atomic<bool> g_stop{false};
+volatile bool g_interrupted = false;
+void on_signal(int) {
+    g_stop.store(true);
+    g_interrupted = true;
+}
+
+struct Cell {
+    std::string model, workload;
+    int connections;
+    int repetition;
+    std::string id() const { return fmt::format("{}/{}/c{}/r{}", model, workload, connections, repetition); }
+    std::string stem() const { return fmt::format("{}_{}_c{}_r{}", model, workload, connections, repetition); }
+};
+
+// Repetition-major, models innermost: every model is measured once before any is measured
+// again, so drift on a shared machine spreads over all models alike.
+std::vector<Cell> plan(const Profile& p) {
+    std::vector<Cell> cells;
+    for (int r = 1; r <= p.repetitions; ++r)
+        for (const auto& w : p.workloads)
+            for (int c : p.connections)
+                for (const auto& m : p.models) cells.push_back({m, w, c, r});
+    return cells;
+}
+
+std::string make_run_id(const std::string& root, const std::string& profile) {
+    char ts[32];
+    time_t now = time(nullptr);
+    strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", localtime(&now));
+    std::string id = fmt::format("{}-{}", ts, profile);
+    for (int i = 2; fs::exists(fs::path(root) / id); ++i) id = fmt::format("{}-{}-{}", ts, profile, i);
+    return id;
+}
+
+void point_latest(const std::string& root, const std::string& run_id) {
+    fs::path tmp = fs::path(root) / ".latest.tmp";
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fs::create_directory_symlink(run_id, tmp, ec);
+    if (!ec) fs::rename(tmp, fs::path(root) / "latest", ec);
+}
+
+std::set<std::string> finished_cells(const std::string& jsonl) {
+    std::set<std::string> done;
+    std::ifstream in(jsonl);
+    std::string line;
+    while (std::getline(in, line)) {
+        json j = json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.contains("cell")) done.insert(j["cell"].get<std::string>());
+    }
+    return done;
+}
+
+json latency_json(const Histogram& h) {
+    auto us = [](uint64_t ns) { return ns / 1000.0; };
+    return {{"p50", us(h.percentile_ns(50))},   {"p90", us(h.percentile_ns(90))},
+            {"p99", us(h.percentile_ns(99))},   {"p999", us(h.percentile_ns(99.9))},
+            {"max", us(h.max_ns())},            {"mean", h.mean_ns() / 1000.0},
+            {"min", us(h.min_ns())}};
+}
+
+std::string human_duration(double s) {
+    if (s < 60) return fmt::format("{:.0f}s", s);
+    return fmt::format("{}m{:02d}s", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+}
+
+struct CellRun {
+    json line;
+    bool interrupted = false;
+};
+
+CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
+                 const std::string& run_id, const fs::path& dir) {
+    CellRun out;
+    json& j = out.line;
+    j["schema"] = kResultsSchema;
+    j["run_id"] = run_id;
+    j["cell"] = cell.id();
+    j["model"] = cell.model;
+    j["mechanism"] = model.mechanism;
+    j["workload"] = cell.workload;
+    j["connections"] = cell.connections;
+    j["repetition"] = cell.repetition;
+    j["status"] = "failed";
+    j["error"] = "";
+    const Workload* w = find_workload(cell.workload);
+    if (!model.serves(cell.workload)) {
+        j["error"] = fmt::format("model '{}' does not serve workload '{}' (see {})", cell.model,
+                                 cell.workload, model.toml_path);
+        return out;
+    }
+
+    ServerCommand cmd;
+    cmd.binary = model.binary_path;
+    cmd.args = {"--proto", proto_name(w->proto), "--host", "127.0.0.1", "--port", "0"};
+    cmd.cpus = p.server_cpus;
+    cmd.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
+    std::string err;
+    auto server = ServerProcess::start(cmd, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)),
+                                       err, &g_interrupted);
+    if (!server) {
+        out.interrupted = g_interrupted;
+        j["error"] = "server did not start: " + err;
+        return out;
+    }
+
+    Sampler sampler(server->pid());
+    sampler.start();
+    LoadSpec spec;
+    spec.host = server->host();
+    spec.port = server->port();
+    spec.workload = w;
+    spec.connections = cell.connections;
+    spec.threads = std::min(p.client_threads, cell.connections);
+    spec.cpus = p.client_cpus;
+    spec.warmup_s = p.warmup_s;
+    spec.duration_s = p.duration_s;
+    spec.stop = &g_stop;
+    LoadResult r = run_load(spec, [&] { sampler.mark_start(); }, [&] { sampler.mark_end(); });
+    sampler.stop();
+    std::string died = server->died();
+    StopReport stop = server->stop(milliseconds(static_cast<long>(p.stop_grace_s * 1000)));
+    out.interrupted = r.interrupted || g_interrupted;
+
+    SamplerSummary s = sampler.summary();
+    double server_cpu = s.cpu_user_s + s.cpu_sys_s;
+    double rps = r.measured_s > 0 ? r.requests / r.measured_s : 0;
+    double req = std::max<double>(1, static_cast<double>(r.requests));
+    double client_util = r.measured_s > 0 ? r.client_cpu_s / (r.measured_s * std::max(1, r.client_threads)) : 0;
+    double server_util = r.measured_s > 0 ? server_cpu / (r.measured_s * p.server_cpus.size()) : 0;
+    uint64_t errors_total = 0;
+    for (auto& [k, v] : r.errors) errors_total += v;
+
+    j["duration_s"] = r.measured_s;
+    j["requests"] = r.requests;
+    j["throughput_rps"] = rps;
+    j["latency_us"] = latency_json(r.latency);
+    j["errors"] = r.errors;
+    j["errors_total"] = errors_total;
+    j["connections_established"] = r.connections_established;
+    j["server"] = {{"pss_kib_peak", s.pss_kib_peak},     {"pss_kib_mean", s.pss_kib_mean},
+                   {"rss_kib_peak", s.rss_kib_peak},     {"threads_peak", s.threads_peak},
+                   {"processes_peak", s.processes_peak}, {"fds_peak", s.fds_peak},
+                   {"cpu_user_s", s.cpu_user_s},         {"cpu_sys_s", s.cpu_sys_s},
+                   {"cpu_us_per_req", server_cpu * 1e6 / req},
+                   {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
+                   {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
+                   {"cpus", p.server_cpus}};
+    j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
+    j["client"] = {{"cpu_util", client_util},
+                   {"cpu_s", r.client_cpu_s},
+                   {"cpu_us_per_req", r.client_cpu_s * 1e6 / req},
+                   {"threads", r.client_threads},
+                   {"cpus", p.client_cpus}};
+    // Which side ran out of CPU: with a one-core client, a fast server is never the limit, and
+    // throughput then measures the client (server CPU per request stays comparable).
+    bool client_bound = client_util >= 0.9;
+    bool server_bound = server_util >= 0.9;
+    j["client_bound"] = client_bound;
+    j["saturated"] = client_bound && server_bound ? "both" : client_bound ? "client"
+                     : server_bound ? "server" : "neither";
+    // Little's law for a closed loop: connections in use = throughput x mean latency.
+    double in_flight = rps * r.latency.mean_ns() / 1e9;
+    double little = r.connections_established ? in_flight / r.connections_established : 0;
+    j["checks"] = {{"little_law_ratio", little}, {"little_law_ok", std::abs(little - 1) <= 0.2}};
+    j["shutdown"] = {{"clean", stop.clean()}, {"exit_code", stop.exit_code}, {"killed", stop.killed},
+                     {"leftover_processes", stop.leftover}, {"stop_s", stop.stop_s},
+                     {"describe", stop.describe()}};
+
+    if (!r.fatal.empty()) j["error"] = r.fatal;
+    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(cmd.log_path) + ")";
+    else if (out.interrupted) j["error"] = "interrupted";
+    else if (!stop.clean()) j["error"] = "server broke the shutdown contract: " + stop.describe();
+    else if (r.requests == 0) j["error"] = "no request was answered correctly";
+    else j["status"] = "ok";
+
+    write_json_file((dir / "hist" / (cell.stem() + ".json")).string(), r.latency.spectrum_json());
+    json series = json::array();
+    for (const TreeSample& t : sampler.samples())
+        series.push_back({t.t_s, t.pss_kib, t.rss_kib, t.threads, t.processes, t.fds,
+                          t.cpu_user_s, t.cpu_sys_s, t.tcp_mem_kib});
+    write_json_file((dir / "series" / (cell.stem() + ".json")).string(),
+                    {{"columns", {"t_s", "pss_kib", "rss_kib", "threads", "processes", "fds",
+                                  "cpu_user_s", "cpu_sys_s", "tcp_mem_kib"}},
+                     {"rows", series}});
+    return out;
+}
+
+std::string summary_line(const json& j) {
+    if (j["status"] != "ok") return "FAILED: " + j["error"].get<std::string>();
+    const json& s = j["server"];
+    std::string line = fmt::format(
+        "{:>9.0f} req/s  p50 {:>7.0f} µs  p99 {:>7.0f} µs  server {:>5.1f} µs/req  PSS {:>6.1f} MiB  fds {:>5}",
+        j["throughput_rps"].get<double>(), j["latency_us"]["p50"].get<double>(),
+        j["latency_us"]["p99"].get<double>(), s["cpu_us_per_req"].get<double>(),
+        s["pss_kib_peak"].get<double>() / 1024.0, s["fds_peak"].get<uint64_t>());
+    if (j["client_bound"].get<bool>()) line += "  [client-bound]";
+    if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
+    return line;
+}
+
+}  // namespace
+
+int run_profile(const RunOptions& o) {
+    std::vector<ModelInfo> registry;
+    Profile p;
+    std::string run_id;
+    fs::path dir;
+    try {
+        registry = load_registry(models_dir(), bin_dir());
+        if (!o.resume.empty()) {
+            run_id = o.resume;
+            dir = fs::path(o.results_root) / run_id;
+            if (!fs::exists(dir / "profile.toml"))
+                throw std::runtime_error(fmt::format("{}: no such run to resume (no profile.toml)", dir.string()));
+            p = load_profile((dir / "profile.toml").string(), registry);
+        } else {
+            p = load_profile(o.profile, registry);
+        }
+        if (!o.models.empty()) {
+            for (const auto& m : o.models)
+                if (std::find(p.models.begin(), p.models.end(), m) == p.models.end())
+                    throw std::runtime_error(fmt::format("--models: '{}' is not in profile '{}' (it has: {})",
+                                                         m, p.name, fmt::join(p.models, ", ")));
+            p.models = o.models;
+        }
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "concbench: {}\n", e.what());
+        return 2;
+    }
+
+    if (o.resume.empty()) {
+        fs::create_directories(o.results_root);
+        run_id = make_run_id(o.results_root, p.name);
+        dir = fs::path(o.results_root) / run_id;
+        fs::create_directories(dir);
+        std::ofstream(dir / "profile.toml") << p.text;
+        write_json_file((dir / "meta.json").string(), make_meta(run_id, p));
+    }
+    for (const char* sub : {"logs", "hist", "series"}) fs::create_directories(dir / sub);
+    point_latest(o.results_root, run_id);
+    const std::string jsonl = (dir / "results.jsonl").string();
+
+    std::vector<Cell> cells = plan(p);
+    std::set<std::string> done = finished_cells(jsonl);
+    size_t todo = 0;
+    for (const auto& c : cells) todo += !done.count(c.id());
+
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    pin_thread(p.client_cpus);  // the runner, its sampler and its load threads stay off the server's CPUs
+
+    fmt::print("concbench: run {} — profile '{}': {} cells ({} to run), server on CPU {}, client on CPU {}\n",
+               run_id, p.name, cells.size(), todo, fmt::join(p.server_cpus, ","), fmt::join(p.client_cpus, ","));
+    fmt::print("concbench: results in {}\n", dir.string());
+    std::fflush(stdout);
+
+    auto t0 = steady_clock::now();
+    size_t ran = 0, failed = 0, index = 0;
+    double est_cell = p.warmup_s + p.duration_s + 0.5;
+    for (const auto& cell : cells) {
+        ++index;
+        if (done.count(cell.id())) continue;
+        double elapsed = duration<double>(steady_clock::now() - t0).count();
+        double per = ran ? elapsed / ran : est_cell;
+        fmt::print("[{:>3}/{}] {:<10} {:<10} c={:<6} r{}  (ETA {}) ", index, cells.size(), cell.model,
+                   cell.workload, cell.connections, cell.repetition, human_duration(per * (todo - ran)));
+        std::fflush(stdout);
+        const ModelInfo* m = find_model(registry, cell.model);
+        CellRun cr = run_cell(cell, p, *m, run_id, dir);
+        if (cr.interrupted) {
+            fmt::print("interrupted\n");
+            break;
+        }
+        append_jsonl(jsonl, cr.line);
+        ++ran;
+        failed += cr.line["status"] != "ok";
+        fmt::print("{}\n", summary_line(cr.line));
+        std::fflush(stdout);
+    }
+    if (g_interrupted) {
+        fmt::print(stderr,
+                   "concbench: interrupted; {} finished cell(s) kept in {}. Continue with: concbench run --resume {}\n",
+                   done.size() + ran, jsonl, run_id);
+        return 130;
+    }
+    fmt::print("concbench: {} cell(s) run in {}, {} failed. Results: {}\n", ran,
+               human_duration(duration<double>(steady_clock::now() - t0).count()), failed, jsonl);
+    return failed ? 1 : 0;
+}
+
+}  // namespace concbench

@@ -1,0 +1,57 @@
+// Reactor: a readiness event loop with one small interface and one small file per kernel
+// backend (backend_epoll.cpp, later poll/select/kqueue), each defining the same backend_*
+// functions — the shape of Redis's ae. A model links exactly one backend.
+#pragma once
+#include <cstdint>
+
+namespace concbench {
+
+enum : int { kReadable = 1, kWritable = 2 };
+
+// Something registered with the reactor: a socket plus what to do when it is ready.
+struct Watcher {
+    int fd = -1;
+    int mask = 0;  // what it is registered for now (kReadable | kWritable)
+    // `ready`: kReadable / kWritable; an error or hang-up is reported as both, so the owner's
+    // next read or write sees it.
+    virtual void on_ready(int ready) = 0;
+
+protected:
+    ~Watcher() = default;
+};
+
+// --- the backend interface: every backend_<name>.cpp defines exactly these -------------------
+struct BackendState;
+struct Fired {
+    Watcher* w;
+    int ready;
+};
+BackendState* backend_create();
+void backend_free(BackendState* st);
+// Changes `w`'s registration from w->mask to `mask` (0 removes it). Returns 0 or -errno.
+int backend_set(BackendState* st, Watcher* w, int mask);
+// Waits up to timeout_ms (-1: forever) and fills at most `max` fired watchers; returns how many.
+int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max);
+const char* backend_name();  // "epoll", recorded in results
+
+// --- the loop ---------------------------------------------------------------------------------
+class Reactor {
+public:
+    Reactor();
+    ~Reactor();
+    Reactor(const Reactor&) = delete;
+    Reactor& operator=(const Reactor&) = delete;
+
+    // Registers, re-registers or (mask 0) removes `w`. Call with mask 0 before closing w->fd.
+    void set(Watcher& w, int mask);
+    // Runs until stop(): waits for readiness and calls each ready watcher.
+    void run();
+    void stop() { running_ = false; }
+    const char* backend() const { return backend_name(); }
+
+private:
+    BackendState* st_;
+    bool running_ = false;
+};
+
+}  // namespace concbench

@@ -1,0 +1,187 @@
+// Shared server plumbing (see server.hpp).
+#include "server.hpp"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace concbench {
+namespace {
+
+std::string g_prog = "server";
+int g_reserve_fd = -1;  // kept open so EMFILE can be answered (see accept_connection)
+
+void vprint(const char* fmt, va_list ap) {
+    char msg[512];
+    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    std::fprintf(stderr, "%s: %s\n", g_prog.c_str(), msg);
+}
+
+}  // namespace
+
+void fatal(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint(fmt, ap);
+    va_end(ap);
+    std::exit(2);
+}
+
+void warn(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint(fmt, ap);
+    va_end(ap);
+}
+
+ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
+    g_prog = std::string("server-") + traits.name;
+    ServerOptions o;
+    o.workers = traits.default_workers;
+    CLI::App app{std::string("concbench server, model '") + traits.name + "'", g_prog};
+    std::string proto = "http";
+    app.add_option("--proto", proto, "protocol: http or echo")
+        ->check(CLI::IsMember({"http", "echo"}));
+    app.add_option("--host", o.host, "address to listen on (an IP literal)");
+    app.add_option("--port", o.port, "port to listen on; 0 picks a free one")
+        ->check(CLI::Range(0, 65535));
+    if (traits.has_workers)
+        app.add_option("--workers", o.workers, "worker count")->check(CLI::Range(1, 4096));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) std::exit(app.exit(e));
+        // CLI11 messages are one line already; keep them to one line with our prefix.
+        fatal("%s (see --help)", e.what());
+    }
+    parse_proto(proto, o.proto);
+    in6_addr a6;
+    in_addr a4;
+    if (inet_pton(AF_INET, o.host.c_str(), &a4) != 1 && inet_pton(AF_INET6, o.host.c_str(), &a6) != 1)
+        fatal("--host: '%s' is not an IPv4 or IPv6 address", o.host.c_str());
+    return o;
+}
+
+ServerIdentity identity(const ModelTraits& traits) {
+    return ServerIdentity{std::string("concbench-") + traits.name};
+}
+
+int stop_signal_fd() {
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) fatal("sigprocmask: %s", strerror(errno));
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0) fatal("signalfd: %s", strerror(errno));
+    return fd;
+}
+
+int listen_socket(const ServerOptions& opts, bool reuseport) {
+    sockaddr_storage ss{};
+    socklen_t len;
+    int family;
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET, opts.host.c_str(), &s4->sin_addr) == 1) {
+        family = s4->sin_family = AF_INET;
+        s4->sin_port = htons(opts.port);
+        len = sizeof *s4;
+    } else if (inet_pton(AF_INET6, opts.host.c_str(), &s6->sin6_addr) == 1) {
+        family = s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(opts.port);
+        len = sizeof *s6;
+    } else {
+        fatal("--host: '%s' is not an IP address", opts.host.c_str());
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) fatal("socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        fatal("SO_REUSEPORT: %s", strerror(errno));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
+        fatal("bind %s:%u: %s", opts.host.c_str(), opts.port, strerror(errno));
+    if (listen(fd, SOMAXCONN) != 0) fatal("listen: %s", strerror(errno));
+    if (g_reserve_fd < 0) g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd;
+}
+
+void announce_listening(int listen_fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+        fatal("getsockname: %s", strerror(errno));
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss.ss_family == AF_INET) {
+        auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+        std::printf("listening %s:%u\n", host, port);
+    } else {
+        auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+        std::printf("listening [%s]:%u\n", host, port);
+    }
+    std::fflush(stdout);
+}
+
+int accept_connection(int listen_fd, bool nonblocking) {
+    int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
+    int fd = accept4(listen_fd, nullptr, nullptr, flags);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        return fd;
+    }
+    if (errno == EMFILE || errno == ENFILE) {
+        // Out of fds: the pending connection would keep the listener readable forever. Free the
+        // reserve, take the connection and close it, then re-arm the reserve (libuv's trick).
+        static std::atomic<long> last_warn{0};
+        long now = static_cast<long>(time(nullptr));
+        if (last_warn.exchange(now) != now)
+            warn("accept: %s: closing new connections until fds free up", strerror(errno));
+        if (g_reserve_fd >= 0) {
+            close(g_reserve_fd);
+            int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c >= 0) close(c);
+            g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        errno = EMFILE;
+        return -1;
+    }
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) errno = EAGAIN;
+    return -1;
+}
+
+bool write_outbox(int fd, Outbox& out) {
+    iovec iov[64];
+    while (!out.empty()) {
+        int n = out.fill(iov, 64);
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno == EAGAIN;  // the socket is full: wait for it to drain
+        }
+        out.consume(static_cast<std::size_t>(w));
+    }
+    return true;
+}
+
+}  // namespace concbench

@@ -1,0 +1,58 @@
+// What every server shares, so that a model's own code is only its concurrency mechanism: the
+// command line of the contract, the listening socket, signals, the readiness line, accept.
+#pragma once
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <string>
+
+#include "concbench/session.hpp"
+
+namespace concbench {
+
+struct ServerOptions {
+    Proto proto = Proto::http;
+    std::string host = "127.0.0.1";
+    uint16_t port = 0;
+    int workers = 1;
+};
+
+struct ModelTraits {
+    const char* name;         // "epoll"
+    bool has_workers = false; // accepts --workers N
+    int default_workers = 1;
+};
+
+// Parses the contract's flags. --help prints usage and exits 0; anything bad prints one line on
+// stderr and exits 2.
+ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits);
+
+// "concbench-<model>", for the Server header.
+ServerIdentity identity(const ModelTraits& traits);
+
+// Ignores SIGPIPE and blocks SIGTERM/SIGINT (call before starting threads, which inherit the
+// mask); returns a signalfd that becomes readable when either arrives.
+int stop_signal_fd();
+
+// A listening TCP socket on the options' host and port (SO_REUSEADDR; SO_REUSEPORT if asked),
+// non-blocking. Exits 2 with one line on failure.
+int listen_socket(const ServerOptions& opts, bool reuseport = false);
+
+// Prints "listening <host>:<port>" on stdout and flushes: the server accepts from now on.
+void announce_listening(int listen_fd);
+
+// accept4() that survives fd exhaustion: on EMFILE/ENFILE it frees a reserved fd, accepts and
+// closes the pending connection (the client sees a clean close instead of a hang, and the
+// listening socket stops being readable), and reports -1 with errno EMFILE. -1 with EAGAIN when
+// nothing is pending. Accepted sockets get TCP_NODELAY and, if asked, O_NONBLOCK.
+int accept_connection(int listen_fd, bool nonblocking);
+
+// Writes as much of `out` as the socket takes (writev). Returns false on a socket error; with a
+// blocking socket it returns when all is written.
+bool write_outbox(int fd, Outbox& out);
+
+// One-line diagnostics on stderr, prefixed with the program name; fatal() exits 2.
+[[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void warn(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+}  // namespace concbench

@@ -1,0 +1,276 @@
+// The protocol core (workloads/): HTTP/1.1 and echo framing, sans IO.
+#include <gtest/gtest.h>
+#include <sys/uio.h>
+
+#include <string>
+#include <vector>
+
+#include "concbench/routes.hpp"
+#include "concbench/session.hpp"
+#include "concbench/workloads.hpp"
+
+using namespace concbench;
+
+namespace {
+
+const ServerIdentity kId{"concbench-test"};
+
+std::string drain(Outbox& out) {
+    std::string s;
+    iovec iov[16];
+    while (!out.empty()) {
+        int n = out.fill(iov, 16);
+        std::size_t total = 0;
+        for (int i = 0; i < n; ++i) {
+            s.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+            total += iov[i].iov_len;
+        }
+        out.consume(total);
+    }
+    return s;
+}
+
+struct Parsed {
+    int status;
+    std::string headers;
+    std::string body;
+};
+
+// Splits a byte stream of responses (Content-Length framed) into responses.
+std::vector<Parsed> split_responses(const std::string& s) {
+    std::vector<Parsed> out;
+    std::size_t pos = 0;
+    while (pos < s.size()) {
+        std::size_t end = s.find("\r\n\r\n", pos);
+        if (end == std::string::npos) break;
+        Parsed p;
+        p.headers = s.substr(pos, end + 4 - pos);
+        p.status = std::stoi(p.headers.substr(9, 3));
+        std::size_t cl = p.headers.find("Content-Length: ");
+        std::size_t len = cl == std::string::npos ? 0 : std::stoul(p.headers.substr(cl + 16));
+        p.body = s.substr(end + 4, len);
+        out.push_back(p);
+        pos = end + 4 + len;
+    }
+    EXPECT_EQ(pos, s.size()) << "trailing bytes in the response stream";
+    return out;
+}
+
+std::string feed_all(Session& s, const std::string& in) {
+    s.feed(in.data(), in.size());
+    return drain(s.out());
+}
+
+const std::string kGet = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+}  // namespace
+
+TEST(Http, HelloHasContractHeaders) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, kGet));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 200);
+    EXPECT_EQ(r[0].body, "Hello, World!");
+    EXPECT_NE(r[0].headers.find("\r\nServer: concbench-test\r\n"), std::string::npos);
+    EXPECT_NE(r[0].headers.find("\r\nDate: "), std::string::npos);
+    EXPECT_NE(r[0].headers.find(" GMT\r\n"), std::string::npos);
+    EXPECT_NE(r[0].headers.find("\r\nContent-Type: text/plain\r\n"), std::string::npos);
+    EXPECT_NE(r[0].headers.find("\r\nContent-Length: 13\r\n"), std::string::npos);
+    EXPECT_FALSE(s->close_after_write());
+}
+
+TEST(Http, SplitAtEveryByteGivesTheSameAnswer) {
+    const std::string two = kGet + "GET /bytes/100 HTTP/1.1\r\nHost: x\r\n\r\n";
+    auto whole = make_session(Proto::http, kId);
+    std::string expect = feed_all(*whole, two);
+    for (std::size_t cut = 1; cut < two.size(); ++cut) {
+        auto s = make_session(Proto::http, kId);
+        std::string got = feed_all(*s, two.substr(0, cut));
+        got += feed_all(*s, two.substr(cut));
+        // Date may tick between the two sessions: compare everything but the Date lines.
+        auto a = split_responses(got), b = split_responses(expect);
+        ASSERT_EQ(a.size(), 2u) << "cut at " << cut;
+        for (int i = 0; i < 2; ++i) {
+            EXPECT_EQ(a[i].status, b[i].status);
+            EXPECT_EQ(a[i].body, b[i].body) << "cut at " << cut;
+        }
+    }
+    // One byte at a time.
+    auto s = make_session(Proto::http, kId);
+    std::string got;
+    for (char c : two) got += feed_all(*s, std::string(1, c));
+    EXPECT_EQ(split_responses(got).size(), 2u);
+}
+
+TEST(Http, SixteenPipelinedAnsweredInOrder) {
+    std::string in;
+    for (int i = 0; i < 16; ++i) in += "GET /bytes/" + std::to_string(i) + " HTTP/1.1\r\n\r\n";
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, in));
+    ASSERT_EQ(r.size(), 16u);
+    for (int i = 0; i < 16; ++i) {
+        EXPECT_EQ(r[i].body.size(), static_cast<std::size_t>(i));
+        for (int k = 0; k < i; ++k) EXPECT_EQ(r[i].body[k], pattern_byte(k));
+    }
+}
+
+TEST(Http, Http10ClosesAfterTheResponse) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, "GET / HTTP/1.0\r\n\r\n" + kGet));
+    ASSERT_EQ(r.size(), 1u) << "nothing after the HTTP/1.0 request may be answered";
+    EXPECT_NE(r[0].headers.find("Connection: close"), std::string::npos);
+    EXPECT_TRUE(s->close_after_write());
+}
+
+TEST(Http, Http10KeepAliveStaysOpen) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_NE(r[0].headers.find("Connection: keep-alive"), std::string::npos);
+    EXPECT_FALSE(s->close_after_write());
+}
+
+TEST(Http, ConnectionCloseClosesAndIgnoresTheRest) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(
+        feed_all(*s, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n" + kGet));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_TRUE(s->close_after_write());
+    EXPECT_TRUE(feed_all(*s, kGet).empty());
+}
+
+TEST(Http, MalformedIs400AndClose) {
+    for (std::string bad : std::vector<std::string>{"GARBAGE\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                            std::string("\x00\x01\x02\xff\r\n\r\n", 8)}) {
+        auto s = make_session(Proto::http, kId);
+        auto r = split_responses(feed_all(*s, bad));
+        ASSERT_EQ(r.size(), 1u) << bad;
+        EXPECT_EQ(r[0].status, 400) << bad;
+        EXPECT_TRUE(s->close_after_write());
+    }
+}
+
+TEST(Http, AnswersBeforeAMalformedRequestStillGoOut) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, kGet + "NOT HTTP AT ALL\r\n\r\n"));
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0].status, 200);
+    EXPECT_EQ(r[1].status, 400);
+}
+
+TEST(Http, OversizedHeadIs431AndClose) {
+    auto s = make_session(Proto::http, kId);
+    std::string big = "GET / HTTP/1.1\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n";
+    auto r = split_responses(feed_all(*s, big));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 431);
+    EXPECT_TRUE(s->close_after_write());
+    // Just under the limit is fine.
+    auto ok = make_session(Proto::http, kId);
+    std::string fits = "GET / HTTP/1.1\r\nX-Big: " + std::string(7000, 'a') + "\r\n\r\n";
+    EXPECT_EQ(split_responses(feed_all(*ok, fits)).at(0).status, 200);
+}
+
+TEST(Http, OversizedHeadFedInPiecesIs431) {
+    auto s = make_session(Proto::http, kId);
+    std::string out = feed_all(*s, "GET / HTTP/1.1\r\n");
+    for (int i = 0; i < 200 && !s->close_after_write(); ++i)
+        out += feed_all(*s, "X-H" + std::to_string(i) + ": " + std::string(100, 'v') + "\r\n");
+    auto r = split_responses(out);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 431);
+}
+
+TEST(Http, UnknownPathIs404AndKeepsTheConnection) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, "GET /nope HTTP/1.1\r\n\r\n" + kGet));
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0].status, 404);
+    EXPECT_EQ(r[1].status, 200);
+}
+
+TEST(Http, BadBytesArgumentIs400NotAnAllocation) {
+    for (std::string arg : std::vector<std::string>{"abc", "-1", "99999999999999999999", "1e9", "", "67108865"}) {
+        EXPECT_EQ(route("GET", "/bytes/" + arg).status, 400) << arg;
+    }
+    EXPECT_EQ(route("GET", "/bytes/67108864").pattern_len, 64u << 20);
+}
+
+TEST(Http, BodyOfAnotherMethodDoesNotDesyncThePipeline) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(
+        feed_all(*s, "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nGET /" + kGet));
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0].status, 405);
+    EXPECT_EQ(r[1].status, 200);
+}
+
+TEST(Http, HeadHasLengthButNoBody) {
+    auto s = make_session(Proto::http, kId);
+    std::string out = feed_all(*s, "HEAD /bytes/1000 HTTP/1.1\r\n\r\n");
+    EXPECT_NE(out.find("Content-Length: 1000\r\n"), std::string::npos);
+    EXPECT_EQ(out.substr(out.size() - 4), "\r\n\r\n");
+}
+
+TEST(Http, LargeBodyIsThePattern) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, "GET /bytes/4194304 HTTP/1.1\r\n\r\n"));
+    ASSERT_EQ(r.size(), 1u);
+    ASSERT_EQ(r[0].body.size(), 4194304u);
+    const Workload& w = *find_workload("bytes-16k");
+    for (std::size_t i = 0; i < r[0].body.size(); i += 65536)
+        ASSERT_EQ(r[0].body[i], pattern_byte(i));
+    EXPECT_TRUE(w.body_ok(0, std::string_view(r[0].body).substr(0, 16384)));
+}
+
+TEST(Echo, EveryByteBackInOrder) {
+    auto s = make_session(Proto::echo, kId);
+    std::string in;
+    for (int i = 0; i < 100000; ++i) in += static_cast<char>(i * 7);
+    std::string out;
+    for (std::size_t i = 0; i < in.size(); i += 777) out += feed_all(*s, in.substr(i, 777));
+    EXPECT_EQ(out, in);
+    EXPECT_FALSE(s->close_after_write());
+    s->peer_closed();
+    EXPECT_TRUE(s->close_after_write());
+}
+
+TEST(Outbox, PartialConsumeKeepsOrder) {
+    Outbox o;
+    o.append("abc");
+    o.append_pattern(100000);
+    o.append("xyz");
+    EXPECT_EQ(o.size(), 100006u);
+    std::string got;
+    iovec iov[3];
+    while (!o.empty()) {
+        int n = o.fill(iov, 3);
+        ASSERT_GT(n, 0);
+        std::size_t take = std::min<std::size_t>(iov[0].iov_len, 999);  // a short write
+        got.append(static_cast<char*>(iov[0].iov_base), take);
+        o.consume(take);
+    }
+    ASSERT_EQ(got.size(), 100006u);
+    EXPECT_EQ(got.substr(0, 3), "abc");
+    for (std::size_t i = 0; i < 100000; ++i) ASSERT_EQ(got[3 + i], pattern_byte(i)) << i;
+    EXPECT_EQ(got.substr(100003), "xyz");
+}
+
+TEST(Workloads, TableIsConsistent) {
+    for (const auto& w : all_workloads()) {
+        EXPECT_EQ(find_workload(w.name), &w);
+        if (w.proto == Proto::http) {
+            auto s = make_session(Proto::http, kId);
+            auto r = split_responses(feed_all(*s, w.request));
+            ASSERT_EQ(r.size(), 1u) << w.name;
+            EXPECT_EQ(r[0].status, w.expected_status) << w.name;
+            EXPECT_EQ(r[0].body.size(), w.expected_body) << w.name;
+            EXPECT_TRUE(w.body_ok(0, r[0].body)) << w.name;
+            EXPECT_EQ(s->close_after_write(), !w.keep_alive) << w.name;
+        }
+    }
+    EXPECT_EQ(find_workload("nope"), nullptr);
+    const Workload& hello = *find_workload("hello");
+    EXPECT_FALSE(hello.body_ok(0, "Hello, world!"));
+    EXPECT_FALSE(hello.body_ok(10, "d!!!"));
+}

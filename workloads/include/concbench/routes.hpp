@@ -1,0 +1,23 @@
+// Routes: the handlers of the HTTP contract. Pure functions of the request: no IO of their own.
+#pragma once
+#include <cstddef>
+#include <string_view>
+
+namespace concbench {
+
+struct Response {
+    int status = 200;
+    std::string_view content_type = "text/plain";
+    std::string_view body;        // static bytes, or
+    std::size_t pattern_len = 0;  // this many bytes of the /bytes pattern
+};
+
+// `method` is llhttp's method name ("GET", "HEAD", ...), `target` the request target as sent.
+Response route(std::string_view method, std::string_view target);
+
+// The text of a status code used by the contract ("OK", "Not Found", ...).
+std::string_view reason_phrase(int status);
+// A plain-text answer for an error status ("Not Found\n", ...).
+Response error_response(int status);
+
+}  // namespace concbench
