@@ -154,7 +154,10 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
         char buf[256];
         ssize_t n = read(out[0], buf, sizeof buf);
         if (n <= 0) {
-            std::string why = sp->died();
+            // Its stdout closed: it is exiting. Give it a moment to be reaped, to say how.
+            std::string why;
+            for (int i = 0; i < 200 && (why = sp->died()).empty(); ++i)
+                std::this_thread::sleep_for(milliseconds(5));
             std::string last = last_line_of(cmd.log_path);
             error = fmt::format("server exited before it was ready ({}){}{}",
                                 why.empty() ? "closed its stdout" : why,
@@ -195,7 +198,7 @@ std::string ServerProcess::died() {
 
 StopReport ServerProcess::stop(milliseconds grace) {
     StopReport r;
-    if (pid_ < 0) return r;
+    if (pid_ <= 1) return r;  // never signal group 0 (ourselves) or 1
     auto t0 = steady_clock::now();
     bool was_dead = !died().empty();
     kill(-pid_, SIGTERM);

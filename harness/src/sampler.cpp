@@ -1,0 +1,420 @@
+// sampler: resource accounting of a server's whole process tree, read from /proc.
+//
+// Everything here reads small /proc files with open/read into stack buffers (no iostreams) and
+// reuses per-thread scratch vectors, so a tick allocates nothing once warmed up. Processes and
+// threads that vanish between the directory scan and the read are normal (a fork server's
+// children come and go): they are skipped silently.
+#include "concbench/sampler.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+namespace concbench {
+namespace {
+
+// Reads a whole (small) file relative to dirfd into buf, NUL-terminated. Returns the length or -1.
+ssize_t read_at(int dirfd, const char* path, char* buf, size_t cap) {
+    int fd = ::openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = ::read(fd, buf + n, cap - 1 - n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            ::close(fd);
+            return -1;
+        }
+        if (r == 0) break;
+        n += static_cast<size_t>(r);
+    }
+    ::close(fd);
+    buf[n] = '\0';
+    return static_cast<ssize_t>(n);
+}
+
+// Calls fn(name) for every entry of an open directory except "." and "..", through getdents64
+// into a stack buffer (opendir would malloc a 32 KiB buffer each time). Returns false on error.
+template <class Fn>
+bool for_each_entry(int dirfd, Fn&& fn) {
+    alignas(8) char buf[8192];
+    for (;;) {
+        long n = ::syscall(SYS_getdents64, dirfd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        if (n == 0) return true;
+        for (long off = 0; off < n;) {
+            // struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[]
+            unsigned short reclen;
+            std::memcpy(&reclen, buf + off + 16, sizeof reclen);
+            const char* name = buf + off + 19;
+            if (!(name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))))
+                fn(name);
+            off += reclen;
+        }
+    }
+}
+
+// Parses a decimal pid from a directory name; 0 if the name is not all digits.
+pid_t parse_pid(const char* s) {
+    if (*s == '\0') return 0;
+    long v = 0;
+    for (; *s; ++s) {
+        if (*s < '0' || *s > '9') return 0;
+        v = v * 10 + (*s - '0');
+    }
+    return static_cast<pid_t>(v);
+}
+
+// Reads the fields of /proc/PID/stat after the command name. comm may contain spaces and
+// parentheses, so parsing starts after the LAST ')'. fields[0] is field 3 (state), so stat(5)
+// field k is fields[k - 3]. Returns the number of fields parsed (numbers only; state is 0).
+constexpr int kStatFields = 20;   // up to field 22 (starttime)
+int parse_stat(const char* buf, size_t len, unsigned long long (&fields)[kStatFields]) {
+    const char* p = static_cast<const char*>(::memrchr(buf, ')', len));
+    if (!p) return 0;
+    const char* end = buf + len;
+    ++p;
+    int i = 0;
+    while (i < kStatFields && p < end) {
+        while (p < end && *p == ' ') ++p;
+        if (p >= end || *p == '\n') break;
+        bool neg = false;
+        if (*p == '-') { neg = true; ++p; }
+        unsigned long long v = 0;
+        while (p < end && *p >= '0' && *p <= '9') v = v * 10 + static_cast<unsigned>(*p++ - '0');
+        while (p < end && *p != ' ' && *p != '\n') ++p;   // the state letter, or junk
+        fields[i++] = neg ? 0 : v;
+    }
+    return i;
+}
+
+// Value of "Key:   N ..." in a /proc text file (key includes the colon); 0 if absent.
+uint64_t find_value(const char* buf, const char* key) {
+    size_t klen = std::strlen(key);
+    for (const char* p = buf; p && *p;) {
+        if (std::strncmp(p, key, klen) == 0) {
+            p += klen;
+            while (*p == ' ' || *p == '\t') ++p;
+            uint64_t v = 0;
+            while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+            return v;
+        }
+        p = std::strchr(p, '\n');
+        if (p) ++p;
+    }
+    return 0;
+}
+
+int open_pid_dir(pid_t pid) {
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/%d", static_cast<int>(pid));
+    return ::open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+// Number of open fds of the process whose /proc dir is pid_dir. Since Linux 6.2 stat() of
+// /proc/PID/fd reports the count as st_size, which is O(1) instead of O(fds); older kernels
+// report 0 and we fall back to listing the directory.
+uint64_t count_fds(int pid_dir) {
+    struct stat st;
+    if (::fstatat(pid_dir, "fd", &st, 0) == 0 && st.st_size > 0) return static_cast<uint64_t>(st.st_size);
+    int fd = ::openat(pid_dir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    uint64_t n = 0;
+    for_each_entry(fd, [&](const char*) { ++n; });
+    ::close(fd);
+    return n;
+}
+
+double clock_ticks() {
+    static const double hz = [] {
+        long t = ::sysconf(_SC_CLK_TCK);
+        return t > 0 ? static_cast<double>(t) : 100.0;
+    }();
+    return hz;
+}
+
+// Fills out with root and its descendants (root first), using scratch for the (ppid, pid) map.
+void collect_tree(pid_t root, std::vector<pid_t>& out, std::vector<std::pair<pid_t, pid_t>>& scratch) {
+    out.clear();
+    scratch.clear();
+    int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (proc < 0) return;
+    bool root_alive = false;
+    for_each_entry(proc, [&](const char* name) {
+        pid_t pid = parse_pid(name);
+        if (pid <= 0) return;
+        char path[32];
+        std::snprintf(path, sizeof path, "%d/stat", static_cast<int>(pid));
+        char buf[1024];
+        ssize_t n = read_at(proc, path, buf, sizeof buf);
+        if (n <= 0) return;   // vanished
+        unsigned long long f[kStatFields];
+        if (parse_stat(buf, static_cast<size_t>(n), f) < 2) return;
+        if (pid == root) root_alive = true;
+        scratch.emplace_back(static_cast<pid_t>(f[1]), pid);   // field 4: ppid
+    });
+    ::close(proc);
+    if (!root_alive) return;
+    // Sorted by ppid, each process's children are one equal range: the walk is O(n log n) even
+    // for a fork server with ten thousand children.
+    std::sort(scratch.begin(), scratch.end());
+    out.push_back(root);
+    for (size_t i = 0; i < out.size(); ++i) {
+        auto lo = std::lower_bound(scratch.begin(), scratch.end(), std::make_pair(out[i], pid_t{0}));
+        for (auto it = lo; it != scratch.end() && it->first == out[i]; ++it)
+            if (it->second != root) out.push_back(it->second);   // guard against cycles
+    }
+}
+
+thread_local std::vector<pid_t> tl_pids;
+thread_local std::vector<std::pair<pid_t, pid_t>> tl_scratch;
+
+}  // namespace
+
+std::vector<pid_t> process_tree(pid_t root) {
+    std::vector<pid_t> out;
+    collect_tree(root, out, tl_scratch);
+    return out;
+}
+
+uint64_t tcp_mem_kib() {
+    // "TCP: inuse N orphan N tw N alloc N mem N", mem in pages. This is machine-wide (every
+    // TCP socket, so on loopback both the client's and the server's buffers), not the tree's.
+    char buf[1024];
+    if (read_at(AT_FDCWD, "/proc/net/sockstat", buf, sizeof buf) <= 0) return 0;
+    const char* line = std::strstr(buf, "TCP:");
+    if (!line) return 0;
+    const char* eol = std::strchr(line, '\n');
+    const char* mem = std::strstr(line, " mem ");
+    if (!mem || (eol && mem > eol)) return 0;
+    uint64_t pages = std::strtoull(mem + 5, nullptr, 10);
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    return pages * page / 1024;
+}
+
+TreeSample sample_tree(pid_t root) {
+    TreeSample s;
+    collect_tree(root, tl_pids, tl_scratch);
+    const double hz = clock_ticks();
+    uint64_t ticks_user = 0, ticks_sys = 0;
+    for (pid_t pid : tl_pids) {
+        // One directory fd per process: every read below is of the same process instance even if
+        // the pid were reused meanwhile, and fails cleanly once it is gone.
+        int dir = open_pid_dir(pid);
+        if (dir < 0) continue;
+        char buf[4096];
+        ssize_t n = read_at(dir, "stat", buf, sizeof buf);
+        unsigned long long f[kStatFields];
+        if (n <= 0 || parse_stat(buf, static_cast<size_t>(n), f) < kStatFields) {
+            ::close(dir);
+            continue;
+        }
+        // utime/stime (fields 14/15) plus cutime/cstime (16/17): the CPU of children this
+        // process waited for. The root's cutime covers the children it reaped, so the fork
+        // model's short-lived children are counted even though no tick ever saw them alive;
+        // summing cutime over every live process of the tree extends that to grandchildren reaped
+        // by a live child, without double counting (a reaped process is no longer listed).
+        // Children that are never waited for (SIGCHLD ignored / SA_NOCLDWAIT) leave no trace.
+        ticks_user += f[11] + f[13];
+        ticks_sys += f[12] + f[14];
+        s.threads += f[17];   // field 20: num_threads (same value as status "Threads:", one read less)
+        s.processes += 1;
+        // Pss/Rss of the whole address space, kernel-summed (Linux >= 4.14). A zombie or a
+        // process exiting meanwhile reads empty: it then counts no memory.
+        if (read_at(dir, "smaps_rollup", buf, sizeof buf) > 0) {
+            s.rss_kib += find_value(buf, "Rss:");
+            s.pss_kib += find_value(buf, "Pss:");
+        }
+        s.fds += count_fds(dir);
+        ::close(dir);
+    }
+    s.cpu_user_s = static_cast<double>(ticks_user) / hz;
+    s.cpu_sys_s = static_cast<double>(ticks_sys) / hz;
+    s.tcp_mem_kib = tcp_mem_kib();
+    return s;
+}
+
+CtxSwitches ctx_switches_tree(pid_t root) {
+    // /proc/PID/status shows only the leader thread's counts, so every /proc/PID/task/TID/status
+    // is read. Threads that exited (and reaped children) take their counts with them: the kernel
+    // keeps those only for getrusage of the process itself. Costlier than a tick: read at marks.
+    CtxSwitches c;
+    std::vector<pid_t> pids;
+    std::vector<std::pair<pid_t, pid_t>> scratch;
+    collect_tree(root, pids, scratch);
+    for (pid_t pid : pids) {
+        int dir = open_pid_dir(pid);
+        if (dir < 0) continue;
+        int task = ::openat(dir, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ::close(dir);
+        if (task < 0) continue;
+        for_each_entry(task, [&](const char* tid) {
+            if (parse_pid(tid) <= 0) return;
+            char path[48];
+            std::snprintf(path, sizeof path, "%s/status", tid);
+            char buf[8192];
+            if (read_at(task, path, buf, sizeof buf) <= 0) return;   // thread gone
+            c.voluntary += find_value(buf, "voluntary_ctxt_switches:");
+            c.involuntary += find_value(buf, "nonvoluntary_ctxt_switches:");
+        });
+        ::close(task);
+    }
+    return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+void update_peaks(SamplerSummary& sum, const TreeSample& s) {
+    sum.pss_kib_peak = std::max(sum.pss_kib_peak, s.pss_kib);
+    sum.rss_kib_peak = std::max(sum.rss_kib_peak, s.rss_kib);
+    sum.threads_peak = std::max(sum.threads_peak, s.threads);
+    sum.processes_peak = std::max(sum.processes_peak, s.processes);
+    sum.fds_peak = std::max(sum.fds_peak, s.fds);
+    sum.tcp_mem_kib_peak = std::max(sum.tcp_mem_kib_peak, s.tcp_mem_kib);
+}
+
+// end - start, never negative: a tree's cumulative counters can shrink when a process or thread
+// leaves it with its counts (see above); a negative "use" would be nonsense.
+double pos_diff(double end, double start) { return end > start ? end - start : 0.0; }
+uint64_t pos_diff(uint64_t end, uint64_t start) { return end > start ? end - start : 0; }
+
+}  // namespace
+
+Sampler::Sampler(pid_t root, std::chrono::milliseconds interval)
+    : root_(root), interval_(interval.count() > 0 ? interval : std::chrono::milliseconds(1)) {
+    samples_.reserve(1024);
+    t0_ = std::chrono::steady_clock::now();
+}
+
+Sampler::~Sampler() { stop(); }
+
+void Sampler::start() {
+    std::lock_guard lk(mu_);
+    if (running_ || thread_.joinable()) return;
+    t0_ = std::chrono::steady_clock::now();
+    running_ = true;
+    thread_ = std::thread([this] { loop(); });
+}
+
+void Sampler::stop() {
+    {
+        std::lock_guard lk(mu_);
+        running_ = false;
+    }
+    cv_.notify_all();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+void Sampler::loop() {
+    using clock = std::chrono::steady_clock;
+    auto next = clock::now();
+    std::unique_lock lk(mu_);
+    while (running_) {
+        lk.unlock();
+        auto now = clock::now();
+        TreeSample s = sample_tree(root_);   // read without the lock: marks are not blocked
+        s.t_s = std::chrono::duration<double>(now - t0_).count();
+        lk.lock();
+        samples_.push_back(s);
+        if (in_window_ && s.t_s >= at_start_.t_s) {   // a read begun before mark_start is outside
+            ++sum_.samples;
+            update_peaks(sum_, s);
+            pss_acc_ += static_cast<double>(s.pss_kib);
+            rss_acc_ += static_cast<double>(s.rss_kib);
+            thr_acc_ += static_cast<double>(s.threads);
+            proc_acc_ += static_cast<double>(s.processes);
+            fds_acc_ += static_cast<double>(s.fds);
+        }
+        // Deadlines advance by whole intervals from the first one, so slow reads do not make the
+        // series drift; if a read overran whole intervals, those ticks are skipped, not bunched.
+        next += interval_;
+        now = clock::now();
+        if (next <= now) next += ((now - next) / interval_ + 1) * interval_;
+        cv_.wait_until(lk, next, [this] { return !running_; });
+    }
+}
+
+void Sampler::mark_start() {
+    auto now = std::chrono::steady_clock::now();
+    TreeSample s = sample_tree(root_);
+    CtxSwitches c = ctx_switches_tree(root_);
+    std::lock_guard lk(mu_);
+    s.t_s = std::chrono::duration<double>(now - t0_).count();
+    at_start_ = s;
+    ctx_start_ = c;
+    sum_ = SamplerSummary{};
+    pss_acc_ = rss_acc_ = thr_acc_ = proc_acc_ = fds_acc_ = 0;
+    update_peaks(sum_, s);
+    in_window_ = true;
+    ended_ = false;
+}
+
+void Sampler::mark_end() {
+    auto now = std::chrono::steady_clock::now();
+    TreeSample s = sample_tree(root_);
+    CtxSwitches c = ctx_switches_tree(root_);
+    std::lock_guard lk(mu_);
+    s.t_s = std::chrono::duration<double>(now - t0_).count();
+    at_end_ = s;
+    ctx_end_ = c;
+    if (in_window_) update_peaks(sum_, s);
+    in_window_ = false;
+    ended_ = true;
+}
+
+SamplerSummary Sampler::summary() const {
+    std::lock_guard lk(mu_);
+    SamplerSummary r = sum_;
+    if (!in_window_ && !ended_) return r;   // mark_start never called: no window, nothing measured
+    if (r.samples > 0) {
+        const double n = static_cast<double>(r.samples);
+        r.pss_kib_mean = pss_acc_ / n;
+        r.rss_kib_mean = rss_acc_ / n;
+        r.threads_mean = thr_acc_ / n;
+        r.processes_mean = proc_acc_ / n;
+        r.fds_mean = fds_acc_ / n;
+    } else {
+        // Window shorter than one interval: the mean of the two mark readings.
+        const TreeSample& e = ended_ ? at_end_ : at_start_;
+        r.pss_kib_mean = (static_cast<double>(at_start_.pss_kib) + static_cast<double>(e.pss_kib)) / 2;
+        r.rss_kib_mean = (static_cast<double>(at_start_.rss_kib) + static_cast<double>(e.rss_kib)) / 2;
+        r.threads_mean = (static_cast<double>(at_start_.threads) + static_cast<double>(e.threads)) / 2;
+        r.processes_mean = (static_cast<double>(at_start_.processes) + static_cast<double>(e.processes)) / 2;
+        r.fds_mean = (static_cast<double>(at_start_.fds) + static_cast<double>(e.fds)) / 2;
+    }
+    // CPU is end - start. Without mark_end, the last tick after mark_start stands in for it;
+    // context switches are only read at the marks, so they stay 0 then.
+    const TreeSample* end = &at_start_;
+    if (ended_) {
+        end = &at_end_;
+    } else if (!samples_.empty() && samples_.back().t_s >= at_start_.t_s) {
+        end = &samples_.back();
+    }
+    r.cpu_user_s = pos_diff(end->cpu_user_s, at_start_.cpu_user_s);
+    r.cpu_sys_s = pos_diff(end->cpu_sys_s, at_start_.cpu_sys_s);
+    if (ended_) {
+        r.ctx_voluntary = pos_diff(ctx_end_.voluntary, ctx_start_.voluntary);
+        r.ctx_involuntary = pos_diff(ctx_end_.involuntary, ctx_start_.involuntary);
+    }
+    return r;
+}
+
+std::vector<TreeSample> Sampler::samples() const {
+    std::lock_guard lk(mu_);
+    return samples_;
+}
+
+}  // namespace concbench

@@ -1,0 +1,227 @@
+#!/usr/bin/python3
+"""Charts of a concbench run: one chart per workload and metric, one line per model.
+
+usage: /usr/bin/python3 scripts/plot.py RESULTS_DIR [--out DIR]
+
+Reads RESULTS_DIR/results.jsonl (+ meta.json) and writes <workload>-<metric>.png/.svg and
+<workload>-overview.png into RESULTS_DIR/plots/ (or --out). Repetitions of a cell are shown as
+their median with min-max error bars; a hollow point is a client-bound cell, whose throughput and
+latency say more about the client than the server. Failed cells are listed on the chart.
+"""
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+
+def _get(row, *keys):
+    """row[k1][k2]... as a float, or None if absent or not a number."""
+    for k in keys:
+        if not isinstance(row, dict) or k not in row:
+            return None
+        row = row[k]
+    return float(row) if isinstance(row, (int, float)) and not isinstance(row, bool) else None
+
+
+def _ms(us):
+    return None if us is None else us / 1000
+
+
+def _pss_mib(row):
+    kib = _get(row, "server", "pss_kib_peak")
+    return None if kib is None else kib / 1024
+
+
+# slug, title, y label, [(series label, line style, value getter)]
+METRICS = [
+    ("throughput", "throughput", "requests / s", [("", "-", lambda r: _get(r, "throughput_rps"))]),
+    ("latency", "latency p50 and p99", "latency (ms)",
+     [("p50", "-", lambda r: _ms(_get(r, "latency_us", "p50"))),
+      ("p99", "--", lambda r: _ms(_get(r, "latency_us", "p99")))]),
+    ("cpu-per-request", "server CPU per request", "server CPU µs / request",
+     [("", "-", lambda r: _get(r, "server", "cpu_us_per_req"))]),
+    ("pss", "server memory (PSS peak)", "PSS (MiB)", [("", "-", _pss_mib)]),
+    ("fds", "open file descriptors (peak)", "server fds", [("", "-", lambda r: _get(r, "server", "fds_peak"))]),
+]
+HOLLOW_NOTE = "hollow: client-bound (client CPU ≥ 90 %)"
+
+
+def load(results_dir):
+    """Returns (ok rows, failed rows, meta); exits 2 when there is nothing to plot."""
+    path = results_dir / "results.jsonl"
+    if not results_dir.is_dir() or not path.is_file():
+        what = path if results_dir.is_dir() else f"results directory {results_dir}"
+        print(f"plot.py: error: {what} not found", file=sys.stderr)
+        sys.exit(2)
+    ok, failed = [], []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not an object")
+            row["workload"], row["model"] = str(row["workload"]), str(row["model"])
+            row["connections"] = int(row["connections"])
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"plot.py: warning: {path}:{n}: skipped ({e})", file=sys.stderr)
+            continue
+        (failed if row.get("status", "ok") != "ok" else ok).append(row)
+    if not ok:
+        print(f"plot.py: error: no usable result lines in {path} ({len(failed)} failed cells)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        meta = json.loads((results_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    return ok, failed, meta if isinstance(meta, dict) else {}
+
+
+def subtitle(meta):
+    m = meta.get("machine") or {}
+    prof = meta.get("profile") or {}
+    machine = ", ".join(x for x in (m.get("cpu_model"), f"{m['cpus']} CPUs" if m.get("cpus") else None,
+                                    f"Linux {m['kernel']}" if m.get("kernel") else None) if x)
+    return " · ".join([machine or "unknown machine", f"profile {prof.get('name', '?')}",
+                       f"commit {meta.get('commit', '?')}"])
+
+
+def is_client_bound(row):
+    if isinstance(row.get("client_bound"), bool):
+        return row["client_bound"]
+    util = _get(row, "client", "cpu_util")
+    return util is not None and util >= 0.9
+
+
+def aggregate(rows, getter):
+    """{model: [(connections, median, min, max, client_bound)]} over repetitions."""
+    cells = defaultdict(list)
+    for r in rows:
+        v = getter(r)
+        if v is not None:
+            cells[(r["model"], r["connections"])].append((v, is_client_bound(r)))
+    out = defaultdict(list)
+    for (model, conns), vals in sorted(cells.items()):
+        vs = [v for v, _ in vals]
+        out[model].append((conns, statistics.median(vs), min(vs), max(vs), any(cb for _, cb in vals)))
+    return out
+
+
+def draw(ax, metric, rows, colours):
+    """Draws one metric on ax; returns True if any point is client-bound."""
+    slug, title, ylabel, series = metric
+    hollow_any, values, conns = False, [], set()
+    for label, style, getter in series:
+        for model, pts in aggregate(rows, getter).items():
+            c = colours[model]
+            xs, med = [p[0] for p in pts], [p[1] for p in pts]
+            err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+            ax.errorbar(xs, med, yerr=err, color=c, linestyle=style, linewidth=1.6, capsize=3, elinewidth=1)
+            for x, y, _, _, cb in pts:
+                ax.plot([x], [y], marker="o", markersize=6, color=c, markeredgewidth=1.5,
+                        markerfacecolor="white" if cb else c, linestyle="none")
+                hollow_any |= cb
+            values += [v for p in pts for v in p[1:4]]
+            conns.update(xs)
+    if not values:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        return False
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(conns))
+    ax.set_xticklabels([str(c) for c in sorted(conns)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel("connections")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    return hollow_any
+
+
+def legend(ax, metric, models, colours, hollow, **kw):
+    handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in models]
+    if metric[0] == "latency":
+        handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
+                    Line2D([], [], color="black", linestyle="--", label="p99")]
+    if hollow:
+        handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white",
+                              linestyle="none", label=HOLLOW_NOTE))
+    ax.legend(handles=handles, **({"fontsize": 7, "loc": "best", "framealpha": 0.8} | kw))
+
+
+def failure_note(fig, failed):
+    if not failed:
+        return
+    lines = [f"{r['model']} c{r['connections']} r{r.get('repetition', '?')}: {str(r.get('error') or 'failed')[:60]}"
+             for r in failed]
+    more = f"  … and {len(lines) - 4} more" if len(lines) > 4 else ""
+    fig.text(0.01, 0.01, "failed: " + "; ".join(lines[:4]) + more, fontsize=7, color="firebrick",
+             ha="left", va="bottom", wrap=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("--out", type=Path, help="output directory (default RESULTS_DIR/plots)")
+    args = ap.parse_args()
+    ok, failed, meta = load(args.results_dir)
+    out = args.out or args.results_dir / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    sub = subtitle(meta)
+    models = sorted({r["model"] for r in ok} | {r["model"] for r in failed})
+    tab10 = plt.get_cmap("tab10").colors
+    colours = {m: tab10[i % len(tab10)] for i, m in enumerate(models)}
+    written = []
+    for workload in sorted({r["workload"] for r in ok}):
+        rows = [r for r in ok if r["workload"] == workload]
+        fails = [r for r in failed if r["workload"] == workload]
+        wmodels = sorted({r["model"] for r in rows})
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload)
+        for metric in METRICS:
+            fig, ax = plt.subplots(figsize=(8, 5.2))
+            hollow = draw(ax, metric, rows, colours)
+            legend(ax, metric, wmodels, colours, hollow)
+            fig.suptitle(f"{workload} — {metric[1]}", fontsize=13)
+            ax.set_title(sub, fontsize=8, color="dimgrey")
+            failure_note(fig, fails)
+            fig.tight_layout(rect=(0, 0.04 if fails else 0, 1, 1))
+            for ext in ("png", "svg"):
+                path = out / f"{safe}-{metric[0]}.{ext}"
+                fig.savefig(path, dpi=120)
+                written.append(path)
+            plt.close(fig)
+        fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+        hollow = False
+        for ax, metric in zip(axes.flat, METRICS):
+            hollow |= draw(ax, metric, rows, colours)
+            ax.set_title(metric[1], fontsize=10)
+        legend(axes.flat[-1], METRICS[1], wmodels, colours, hollow, fontsize=11, loc="center")
+        axes.flat[-1].axis("off")
+        fig.suptitle(f"{workload} — overview\n{sub}", fontsize=12)
+        failure_note(fig, fails)
+        fig.tight_layout(rect=(0, 0.03 if fails else 0, 1, 1))
+        path = out / f"{safe}-overview.png"
+        fig.savefig(path, dpi=100)
+        written.append(path)
+        plt.close(fig)
+    for r in failed:
+        print(f"failed cell {r.get('cell', '?')}: {r.get('error') or 'no error given'}", file=sys.stderr)
+    for path in written:
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# scripts/plot.py on synthetic results: 2 models x 3 connection counts x 2 repetitions, one failed
+# cell and one garbage line. Checks every chart file is written and the error exits.
+set -u
+PLOT="$(cd "$(dirname "$0")/../scripts" && pwd)/plot.py"
+PY=/usr/bin/python3
+pass=0
+fail=0
+check() {   # check DESCRIPTION COMMAND...
+    if "${@:2}"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi
+}
+
+tmp="$(mktemp -d)"
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT; [ -n "${KEEP:-}" ] && echo "keeping $tmp"
+res="$tmp/run"
+mkdir -p "$res"
+
+cat >"$res/meta.json" <<'EOF'
+{"schema":1,"run_id":"20261122-101500","profile":{"name":"quick"},
+ "machine":{"hostname":"box","cpu_model":"Test CPU @ 2.0GHz","cpus":2,"kernel":"6.18.0","memory_kib":4000000},
+ "compiler":"g++ 12.2.0","commit":"abc1234","started_at":"2026-11-22T10:15:00Z"}
+EOF
+
+# One result line; rate and latency scale with the model and the connection count.
+line() {   # line MODEL CONNS REP STATUS
+    local model=$1 c=$2 rep=$3 status=$4 base=80000 lat=1000 bound=false threads=1
+    [ "$model" = threads ] && base=50000 && lat=1500 && threads=$((c + 1))
+    [ "$c" -ge 1000 ] && bound=true
+    local rps=$((base - c * 5 + rep * 3000)) p50=$((lat + c * 2 + rep * 20))
+    printf '{"schema":1,"run_id":"20261122-101500","cell":"%s/hello/c%d/r%d","model":"%s","mechanism":"x",' \
+        "$model" "$c" "$rep" "$model"
+    printf '"workload":"hello","connections":%d,"repetition":%d,"status":"%s","error":"%s",' \
+        "$c" "$rep" "$status" "$([ "$status" = ok ] || echo 'server did not start')"
+    printf '"duration_s":5.0,"requests":%d,"throughput_rps":%d,' $((rps * 5)) "$rps"
+    printf '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d,"mean":%d},' \
+        "$p50" $((p50 * 2)) $((p50 * 4)) $((p50 * 6)) $((p50 * 9)) "$p50"
+    printf '"errors":{"timeout":0},"connections_established":%d,' "$c"
+    printf '"server":{"pss_kib_peak":%d,"pss_kib_mean":%d,"rss_kib_peak":%d,"threads_peak":%d,' \
+        $((5000 + c * 40)) $((4800 + c * 40)) $((7000 + c * 60)) "$threads"
+    printf '"processes_peak":1,"fds_peak":%d,"cpu_user_s":1.2,"cpu_sys_s":2.3,"cpu_us_per_req":%s,' \
+        $((c + 4)) "$([ "$model" = threads ] && echo 12.5 || echo 8.5)"
+    printf '"ctx_voluntary":100,"ctx_involuntary":20},"kernel":{"tcp_mem_kib":10000},'
+    printf '"client":{"cpu_util":%s,"cpu_us_per_req":6.0,"threads":1},"client_bound":%s,"future_key":[1]}\n' \
+        "$($bound && echo 0.97 || echo 0.5)" "$bound"
+}
+{
+    for model in epoll threads; do
+        for c in 10 100 1000; do
+            for rep in 1 2; do
+                if [ "$model" = threads ] && [ "$c" = 1000 ] && [ "$rep" = 2 ]; then
+                    line "$model" "$c" "$rep" failed
+                else
+                    line "$model" "$c" "$rep" ok
+                fi
+            done
+        done
+    done
+    echo 'this is not json {'
+} >"$res/results.jsonl"
+
+"$PY" "$PLOT" "$res" >"$tmp/stdout" 2>"$tmp/stderr"
+rc=$?
+check "plot.py exits 0 (got $rc: $(head -c 300 "$tmp/stderr"))" test "$rc" -eq 0
+check "garbage line is warned about" grep -q "warning" "$tmp/stderr"
+check "failed cell is reported" grep -q "threads/hello/c1000/r2" "$tmp/stderr"
+for metric in throughput latency cpu-per-request pss fds; do
+    for ext in png svg; do
+        f="$res/plots/hello-$metric.$ext"
+        check "$f exists and is non-empty" test -s "$f"
+        check "$f is listed on stdout" grep -qF "$f" "$tmp/stdout"
+    done
+done
+check "overview png exists" test -s "$res/plots/hello-overview.png"
+check "png files are PNG" bash -c "head -c 8 '$res/plots/hello-latency.png' | grep -q PNG"
+
+"$PY" "$PLOT" "$res" --out "$tmp/elsewhere" >/dev/null 2>&1
+check "--out writes there" test -s "$tmp/elsewhere/hello-throughput.svg"
+
+"$PY" "$PLOT" "$tmp/does-not-exist" >/dev/null 2>"$tmp/err"
+rc=$?
+check "missing dir exits 2 (got $rc)" test "$rc" -eq 2
+check "missing dir error is one line" test "$(wc -l <"$tmp/err")" -eq 1
+
+mkdir -p "$tmp/empty" && echo 'garbage' >"$tmp/empty/results.jsonl"
+"$PY" "$PLOT" "$tmp/empty" >/dev/null 2>&1
+rc=$?
+check "no usable lines exits 2 (got $rc)" test "$rc" -eq 2
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,283 @@
+// End to end, over loopback, for every model in the registry: real requests against the real
+// server binary, then SIGTERM must leave nothing behind. A new model is covered by adding its
+// folder; nothing here names a model.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "concbench/host.hpp"
+#include "concbench/registry.hpp"
+#include "concbench/workloads.hpp"
+
+using namespace concbench;
+using namespace std::chrono;
+
+namespace {
+
+const std::vector<ModelInfo>& registry() {
+    static const std::vector<ModelInfo> reg = load_registry(models_dir(), CONCBENCH_BIN_DIR);
+    return reg;
+}
+
+std::vector<std::string> model_names() {
+    std::vector<std::string> names;
+    for (const auto& m : registry()) names.push_back(m.name);
+    return names;
+}
+
+// A blocking client socket with a receive timeout, so a broken server fails a test, not hangs it.
+struct Client {
+    int fd = -1;
+    explicit Client(uint16_t port) {
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        timeval tv{5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    ~Client() {
+        if (fd >= 0) close(fd);
+    }
+    bool send_all(const std::string& s) {
+        std::size_t off = 0;
+        while (off < s.size()) {
+            ssize_t n = write(fd, s.data() + off, s.size() - off);
+            if (n <= 0) return false;
+            off += n;
+        }
+        return true;
+    }
+    // Reads until `n` bytes are buffered, the peer closes, or the timeout passes.
+    bool fill(std::size_t n) {
+        char buf[65536];
+        while (in.size() < n) {
+            ssize_t r = read(fd, buf, sizeof buf);
+            if (r <= 0) return false;
+            in.append(buf, r);
+        }
+        return true;
+    }
+    // One Content-Length-framed HTTP response: {status, headers, body}; status 0 if none came.
+    struct Resp {
+        int status = 0;
+        std::string headers, body;
+    };
+    Resp response() {
+        Resp r;
+        std::size_t end;
+        while ((end = in.find("\r\n\r\n")) == std::string::npos)
+            if (!fill(in.size() + 1)) return r;
+        r.headers = in.substr(0, end + 4);
+        std::size_t cl = r.headers.find("Content-Length: ");
+        std::size_t len = cl == std::string::npos ? 0 : std::stoul(r.headers.substr(cl + 16));
+        if (!fill(end + 4 + len)) return r;
+        r.status = std::stoi(r.headers.substr(9, 3));
+        r.body = in.substr(end + 4, len);
+        in.erase(0, end + 4 + len);
+        return r;
+    }
+    // True if the server closed the connection (read returns 0) within the timeout.
+    bool closed_by_peer() {
+        char c;
+        return in.empty() && read(fd, &c, 1) == 0;
+    }
+    std::string in;
+};
+
+class ModelTest : public testing::TestWithParam<std::string> {
+protected:
+    const ModelInfo& model() { return *find_model(registry(), GetParam()); }
+
+    std::unique_ptr<ServerProcess> start(const std::string& proto, uint16_t port = 0) {
+        ServerCommand cmd;
+        cmd.binary = model().binary_path;
+        cmd.args = {"--proto", proto, "--host", "127.0.0.1", "--port", std::to_string(port)};
+        cmd.log_path = log_path();
+        std::string err;
+        auto s = ServerProcess::start(cmd, seconds(10), err);
+        EXPECT_TRUE(s) << model().name << ": " << err;
+        return s;
+    }
+    std::string log_path() {
+        return (std::filesystem::temp_directory_path() / ("concbench-test-" + GetParam() + ".log")).string();
+    }
+    void expect_clean_stop(ServerProcess& s) {
+        StopReport r = s.stop(seconds(5));
+        EXPECT_TRUE(r.clean()) << model().name << ": " << r.describe();
+        EXPECT_LT(r.stop_s, 5.0);
+    }
+};
+
+TEST_P(ModelTest, IsBuiltAndDescribed) {
+    const ModelInfo& m = model();
+    EXPECT_TRUE(m.built) << m.binary_path << " is missing";
+    EXPECT_FALSE(m.description.empty());
+    EXPECT_FALSE(m.workloads.empty());
+}
+
+TEST_P(ModelTest, ServesTheHttpRoutes) {
+    auto s = start("http");
+    ASSERT_TRUE(s);
+    Client c(s->port());
+    ASSERT_GE(c.fd, 0);
+    ASSERT_TRUE(c.send_all("GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+    auto r = c.response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "Hello, World!");
+    EXPECT_NE(r.headers.find("Server: concbench-" + GetParam() + "\r\n"), std::string::npos);
+    EXPECT_NE(r.headers.find("Date: "), std::string::npos);
+    EXPECT_NE(r.headers.find("Content-Type: "), std::string::npos);
+
+    // 16 pipelined in one write, answered in order on the same connection.
+    std::string many;
+    for (int i = 0; i < 16; ++i) many += "GET /bytes/" + std::to_string(i * 10) + " HTTP/1.1\r\n\r\n";
+    ASSERT_TRUE(c.send_all(many));
+    for (int i = 0; i < 16; ++i) {
+        auto p = c.response();
+        ASSERT_EQ(p.status, 200) << "pipelined #" << i;
+        EXPECT_EQ(p.body.size(), static_cast<std::size_t>(i * 10));
+    }
+    // A large body, which cannot leave in one write: partial writes handled.
+    ASSERT_TRUE(c.send_all("GET /bytes/4194304 HTTP/1.1\r\n\r\n"));
+    auto big = c.response();
+    ASSERT_EQ(big.body.size(), 4194304u);
+    EXPECT_TRUE(find_workload("bytes-16k")->body_ok(0, std::string_view(big.body).substr(0, 16384)));
+    EXPECT_EQ(big.body[4194303], pattern_byte(4194303));
+    // Unknown path: 404, connection kept.
+    ASSERT_TRUE(c.send_all("GET /missing HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(c.response().status, 404);
+    // Malformed: 400, then the server closes.
+    ASSERT_TRUE(c.send_all("BLAH\r\n\r\n"));
+    EXPECT_EQ(c.response().status, 400);
+    EXPECT_TRUE(c.closed_by_peer());
+
+    Client c10(s->port());  // HTTP/1.0: answered, then closed
+    ASSERT_TRUE(c10.send_all("GET / HTTP/1.0\r\n\r\n"));
+    EXPECT_EQ(c10.response().status, 200);
+    EXPECT_TRUE(c10.closed_by_peer());
+
+    Client big_head(s->port());  // over 8 KiB of headers: 431, closed
+    ASSERT_TRUE(big_head.send_all("GET / HTTP/1.1\r\nX: " + std::string(10000, 'x') + "\r\n\r\n"));
+    EXPECT_EQ(big_head.response().status, 431);
+    EXPECT_TRUE(big_head.closed_by_peer());
+    expect_clean_stop(*s);
+}
+
+TEST_P(ModelTest, EchoesEveryByteInOrder) {
+    auto s = start("echo");
+    ASSERT_TRUE(s);
+    Client c(s->port());
+    ASSERT_GE(c.fd, 0);
+    std::string msg(1 << 20, '\0');
+    for (std::size_t i = 0; i < msg.size(); ++i) msg[i] = static_cast<char>((i * 131) >> 3);
+    // Send from another thread: the server echoes while we send, and both directions must flow.
+    std::thread sender([&] { c.send_all(msg); });
+    bool got = c.fill(msg.size());
+    sender.join();
+    ASSERT_TRUE(got) << "echoed " << c.in.size() << " of " << msg.size() << " bytes";
+    EXPECT_TRUE(c.in == msg);
+    shutdown(c.fd, SHUT_WR);
+    EXPECT_TRUE(c.fill(msg.size() + 1) == false) << "the server must close after our FIN";
+    expect_clean_stop(*s);
+}
+
+TEST_P(ModelTest, SigtermUnderLoadLeavesNothingAndFreesThePort) {
+    auto s = start("http");
+    ASSERT_TRUE(s);
+    uint16_t port = s->port();
+    std::vector<std::unique_ptr<Client>> idle;
+    for (int i = 0; i < 50; ++i) {
+        idle.push_back(std::make_unique<Client>(port));
+        ASSERT_TRUE(idle.back()->send_all("GET / HTTP/1.1\r\n\r\n"));
+        ASSERT_EQ(idle.back()->response().status, 200);
+    }
+    Client half(port);  // mid-request when SIGTERM comes
+    ASSERT_TRUE(half.send_all("GET / HTTP/1.1\r\nHost: "));
+    std::atomic<bool> stop{false};
+    std::atomic<int> answered{0};
+    std::thread hammer([&] {
+        while (!stop) {
+            Client c(port);
+            if (c.fd < 0 || !c.send_all("GET / HTTP/1.1\r\n\r\n") || c.response().status != 200) break;
+            ++answered;
+        }
+    });
+    std::this_thread::sleep_for(milliseconds(300));
+    expect_clean_stop(*s);
+    stop = true;
+    hammer.join();
+    EXPECT_GT(answered.load(), 0);
+    // The port is free at once: a new server binds it.
+    auto again = start("http", port);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->port(), port);
+    expect_clean_stop(*again);
+}
+
+TEST_P(ModelTest, SurvivesRunningOutOfFds) {
+    // The server inherits a low fd limit; connections past it must not kill or wedge it.
+    rlimit old{};
+    getrlimit(RLIMIT_NOFILE, &old);
+    rlimit low = old;
+    low.rlim_cur = 40;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    auto s = start("http");
+    setrlimit(RLIMIT_NOFILE, &old);
+    ASSERT_TRUE(s);
+    std::vector<std::unique_ptr<Client>> flood;
+    for (int i = 0; i < 80; ++i) {
+        flood.push_back(std::make_unique<Client>(s->port()));
+        if (flood.back()->fd >= 0) flood.back()->send_all("GET / HTTP/1.1\r\n\r\n");
+    }
+    std::this_thread::sleep_for(milliseconds(300));
+    EXPECT_TRUE(s->died().empty()) << "the server died when it ran out of fds";
+    flood.clear();  // fds free up on the server as it sees the closes
+    std::this_thread::sleep_for(milliseconds(300));
+    bool served = false;
+    for (int attempt = 0; attempt < 20 && !served; ++attempt) {
+        Client c(s->port());
+        served = c.fd >= 0 && c.send_all("GET / HTTP/1.1\r\n\r\n") && c.response().status == 200;
+        if (!served) std::this_thread::sleep_for(milliseconds(100));
+    }
+    EXPECT_TRUE(served) << "the server does not serve again after fds were freed";
+    expect_clean_stop(*s);
+}
+
+TEST_P(ModelTest, BadFlagIsOneLineAndExit2) {
+    for (std::vector<std::string> args : {std::vector<std::string>{"--no-such-flag"},
+                                          {"--port", "70000"},
+                                          {"--proto", "gopher"},
+                                          {"--host", "not-an-ip"}}) {
+        ServerCommand cmd;
+        cmd.binary = model().binary_path;
+        cmd.args = args;
+        cmd.log_path = log_path();
+        std::string err;
+        auto s = ServerProcess::start(cmd, seconds(5), err);
+        EXPECT_FALSE(s) << args[0];
+        EXPECT_NE(err.find("exit code 2"), std::string::npos) << args[0] << ": " << err;
+        std::string last = last_line_of(cmd.log_path);
+        EXPECT_NE(last.find("server-" + GetParam()), std::string::npos) << last;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, ModelTest, testing::ValuesIn(model_names()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
