@@ -7,6 +7,7 @@ JOBS    ?= $(shell nproc)
 SANITIZE ?=
 PYTHON  := /usr/bin/python3
 comma := ,
+MAKEFLAGS += --no-print-directory
 ifneq ($(SANITIZE),)
 BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -93,7 +94,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         for (const auto& e : fs::directory_iterator(source_dir() + "/profiles", ec))
             if (e.path().extension() == ".toml") have.push_back(e.path().stem().string());
         std::sort(have.begin(), have.end());
-        throw std::runtime_error(fmt::format("{}: no such profile (available: {})", p.path,
+        throw std::runtime_error(fmt::format("{}: no such file; profiles available: {}", p.path,
                                              fmt::join(have, ", ")));
     }
     std::ifstream in(p.path);

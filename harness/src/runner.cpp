@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -79,7 +80,8 @@ std::set<std::string> finished_cells(const std::string& jsonl) {
     std::string line;
     while (std::getline(in, line)) {
         json j = json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.contains("cell")) done.insert(j["cell"].get<std::string>());
+        if (!j.is_discarded() && j.contains("cell") && j["cell"].is_string())
+            done.insert(j["cell"].get<std::string>());
     }
     return done;
 }
@@ -90,6 +92,30 @@ json latency_json(const Histogram& h) {
             {"p99", us(h.percentile_ns(99))},   {"p999", us(h.percentile_ns(99.9))},
             {"max", us(h.max_ns())},            {"mean", h.mean_ns() / 1000.0},
             {"min", us(h.min_ns())}};
+}
+
+// Busy and steal time of some CPUs from /proc/stat, in seconds: how much of the server's CPUs
+// went to anything at all, so that time not charged to the server (other processes, interrupt
+// work) is visible instead of silently slowing a model down.
+struct CpuTimes {
+    double busy_s = 0, steal_s = 0;
+};
+CpuTimes cpu_times(const std::vector<int>& cpus) {
+    CpuTimes t;
+    std::ifstream in("/proc/stat");
+    std::string line;
+    const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    while (std::getline(in, line)) {
+        int cpu;
+        unsigned long long v[8] = {};
+        if (std::sscanf(line.c_str(), "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+                        &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
+            continue;
+        if (std::find(cpus.begin(), cpus.end(), cpu) == cpus.end()) continue;
+        t.busy_s += (v[0] + v[1] + v[2] + v[5] + v[6]) / hz;  // user nice system irq softirq
+        t.steal_s += v[7] / hz;
+    }
+    return t;
 }
 
 std::string human_duration(double s) {
@@ -149,14 +175,17 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     spec.warmup_s = p.warmup_s;
     spec.duration_s = p.duration_s;
     spec.stop = &g_stop;
-    LoadResult r = run_load(spec, [&] { sampler.mark_start(); }, [&] { sampler.mark_end(); });
+    CpuTimes cpu0, cpu1;
+    LoadResult r = run_load(
+        spec, [&] { sampler.mark_start(); cpu0 = cpu_times(p.server_cpus); },
+        [&] { sampler.mark_end(); cpu1 = cpu_times(p.server_cpus); });
     sampler.stop();
     std::string died = server->died();
     StopReport stop = server->stop(milliseconds(static_cast<long>(p.stop_grace_s * 1000)));
     out.interrupted = r.interrupted || g_interrupted;
 
     SamplerSummary s = sampler.summary();
-    double server_cpu = s.cpu_user_s + s.cpu_sys_s;
+    double server_cpu = s.cpu_s;
     double rps = r.measured_s > 0 ? r.requests / r.measured_s : 0;
     double req = std::max<double>(1, static_cast<double>(r.requests));
     double client_util = r.measured_s > 0 ? r.client_cpu_s / (r.measured_s * std::max(1, r.client_threads)) : 0;
@@ -175,10 +204,19 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
                    {"rss_kib_peak", s.rss_kib_peak},     {"threads_peak", s.threads_peak},
                    {"processes_peak", s.processes_peak}, {"fds_peak", s.fds_peak},
                    {"cpu_user_s", s.cpu_user_s},         {"cpu_sys_s", s.cpu_sys_s},
+                   {"cpu_s", s.cpu_s},
                    {"cpu_us_per_req", server_cpu * 1e6 / req},
                    {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
                    {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
                    {"cpus", p.server_cpus}};
+    // The server's CPUs: how busy they were in the window, and how much of that was not the
+    // server's own tree (other processes, interrupt work not charged to it). Tick-based, so
+    // small values are noise; a large one means the machine was not quiet.
+    double window = std::max(1e-9, r.measured_s) * p.server_cpus.size();
+    double busy = (cpu1.busy_s - cpu0.busy_s) / window;
+    double others = std::max(0.0, (cpu1.busy_s - cpu0.busy_s) - server_cpu) / window;
+    j["server_cpus"] = {{"busy", busy}, {"not_server", others},
+                        {"steal", (cpu1.steal_s - cpu0.steal_s) / window}};
     j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
     j["client"] = {{"cpu_util", client_util},
                    {"cpu_s", r.client_cpu_s},
@@ -228,6 +266,9 @@ std::string summary_line(const json& j) {
         j["latency_us"]["p99"].get<double>(), s["cpu_us_per_req"].get<double>(),
         s["pss_kib_peak"].get<double>() / 1024.0, s["fds_peak"].get<uint64_t>());
     if (j["client_bound"].get<bool>()) line += "  [client-bound]";
+    if (j.contains("server_cpus") && j["server_cpus"]["not_server"].get<double>() > 0.15)
+        line += fmt::format("  [server CPU {:.0f} % busy with other work: machine not quiet]",
+                            100 * j["server_cpus"]["not_server"].get<double>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
     return line;
 }
@@ -247,6 +288,10 @@ int run_profile(const RunOptions& o) {
             if (!fs::exists(dir / "profile.toml"))
                 throw std::runtime_error(fmt::format("{}: no such run to resume (no profile.toml)", dir.string()));
             p = load_profile((dir / "profile.toml").string(), registry);
+            std::ifstream meta(dir / "meta.json");
+            json m = json::parse(meta, nullptr, false);
+            if (!m.is_discarded() && m.contains("profile") && m["profile"].contains("name"))
+                p.name = m["profile"]["name"].get<std::string>();  // not the saved copy's file name
         } else {
             p = load_profile(o.profile, registry);
         }
@@ -315,7 +360,7 @@ int run_profile(const RunOptions& o) {
         fmt::print("{}\n", summary_line(cr.line));
         std::fflush(stdout);
     }
-    if (g_interrupted) {
+    if (g_interrupted && done.size() + ran < cells.size()) {
         fmt::print(stderr,
                    "concbench: interrupted; {} finished cell(s) kept in {}. Continue with: concbench run --resume {}\n",
                    done.size() + ran, jsonl, run_id);

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <utility>
 
 namespace concbench {
@@ -228,6 +229,15 @@ TreeSample sample_tree(pid_t root) {
         // Children that are never waited for (SIGCHLD ignored / SA_NOCLDWAIT) leave no trace.
         ticks_user += f[11] + f[13];
         ticks_sys += f[12] + f[14];
+        // The process's CPU clock counts every thread, live or gone, to the nanosecond; ticks
+        // (10 ms) would round a short or lightly loaded window to nothing.
+        clockid_t clk;
+        timespec ts;
+        if (clock_getcpuclockid(pid, &clk) == 0 && clock_gettime(clk, &ts) == 0)
+            s.cpu_s += static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
+        else
+            s.cpu_s += static_cast<double>(f[11] + f[12]) / hz;
+        s.cpu_s += static_cast<double>(f[13] + f[14]) / hz;
         s.threads += f[17];   // field 20: num_threads (same value as status "Threads:", one read less)
         s.processes += 1;
         // Pss/Rss of the whole address space, kernel-summed (Linux >= 4.14). A zombie or a
@@ -405,6 +415,7 @@ SamplerSummary Sampler::summary() const {
     }
     r.cpu_user_s = pos_diff(end->cpu_user_s, at_start_.cpu_user_s);
     r.cpu_sys_s = pos_diff(end->cpu_sys_s, at_start_.cpu_sys_s);
+    r.cpu_s = pos_diff(end->cpu_s, at_start_.cpu_s);
     if (ended_) {
         r.ctx_voluntary = pos_diff(ctx_end_.voluntary, ctx_start_.voluntary);
         r.ctx_involuntary = pos_diff(ctx_end_.involuntary, ctx_start_.involuntary);

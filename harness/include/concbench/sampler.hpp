@@ -23,6 +23,8 @@ struct TreeSample {
     uint64_t fds = 0;             // open fds summed over processes
     double cpu_user_s = 0;        // cumulative, live processes + children the tree reaped
     double cpu_sys_s = 0;
+    double cpu_s = 0;             // cumulative, nanosecond-precise: live processes' CPU clocks
+                                  // (clock_getcpuclockid) + reaped children's ticks
     uint64_t tcp_mem_kib = 0;     // /proc/net/sockstat TCP mem (whole machine: client + server)
 };
 
@@ -43,7 +45,8 @@ struct SamplerSummary {
     uint64_t pss_kib_peak = 0, rss_kib_peak = 0, threads_peak = 0, processes_peak = 0, fds_peak = 0;
     double pss_kib_mean = 0, rss_kib_mean = 0, threads_mean = 0, processes_mean = 0, fds_mean = 0;
     uint64_t tcp_mem_kib_peak = 0;
-    double cpu_user_s = 0, cpu_sys_s = 0;   // used inside the window [mark_start, mark_end]
+    double cpu_user_s = 0, cpu_sys_s = 0;   // used inside the window [mark_start, mark_end] (ticks)
+    double cpu_s = 0;                       // the same total, precise (use this per request)
     uint64_t ctx_voluntary = 0, ctx_involuntary = 0;  // inside the window
 };
 

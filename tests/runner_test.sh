@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# The runner end to end with the real binaries: a tiny run (2 models x 2 connection counts), its
+# files and numbers; Ctrl-C in the middle of a longer run (exit 130, finished cells kept, no
+# server left behind) and --resume to finish it; bad inputs exit 2 with one clear line.
+# Usage: runner_test.sh [BUILD_DIR]   (default: ../build next to this script)
+set -u
+BUILD="${1:-$(dirname "$0")/../build}"
+BUILD="$(cd "$BUILD" && pwd)" || { echo "no build dir: ${1:-}"; exit 1; }
+CB="$BUILD/bin/concbench"
+PY=/usr/bin/python3
+pass=0
+fail=0
+check() {   # check DESCRIPTION COMMAND...
+    if "${@:2}"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi
+}
+# pycheck DESCRIPTION ARGS... <<'EOF' (python on stdin): it prints "PASS what" / "FAIL what" lines.
+pycheck() {
+    local out line n=0
+    out="$("$PY" - "${@:2}" 2>&1)"
+    while IFS= read -r line; do
+        case "$line" in
+            PASS*) pass=$((pass + 1)); n=$((n + 1)) ;;
+            FAIL*) fail=$((fail + 1)); n=$((n + 1)); echo "FAIL: $1: ${line#FAIL }" ;;
+            *) [ -n "$line" ] && echo "  $1: $line" ;;
+        esac
+    done <<<"$out"
+    [ "$n" -gt 0 ] || { fail=$((fail + 1)); echo "FAIL: $1: the checker reported nothing"; }
+}
+[ -x "$CB" ] || { echo "FAIL: $CB is not built"; echo "0 passed, 1 failed"; exit 1; }
+
+tmp="$(mktemp -d)"
+bg_pid=""
+cleanup() {
+    # Only the concbench we started, by its PID, if a failure left it running.
+    if [ -n "$bg_pid" ] && kill -0 "$bg_pid" 2>/dev/null; then
+        kill -TERM "$bg_pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$bg_pid" 2>/dev/null
+    fi
+    [ -n "${KEEP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM   # a ctest timeout: still clean up
+trap 'exit 130' INT
+[ -n "${KEEP:-}" ] && echo "keeping $tmp"
+res="$tmp/results"
+
+# ---------------------------------------------------------------- a tiny run, checked in full
+cat >"$tmp/tiny.toml" <<'EOF'
+name = "tiny"
+models = ["epoll", "threads"]
+workloads = ["hello"]
+connections = [1, 10]
+repetitions = 1
+warmup_s = 0.2
+duration_s = 0.5
+EOF
+timeout -k 5 40 "$CB" run --profile "$tmp/tiny.toml" --results "$res" >"$tmp/out1" 2>"$tmp/err1"
+rc=$?
+check "tiny run exits 0 (got $rc: $(tail -c 400 "$tmp/err1"; grep FAILED "$tmp/out1" | head -3))" test "$rc" -eq 0
+run1="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out1" | head -1)"
+check "stdout names the run id" test -n "$run1"
+dir1="$res/$run1"
+check "results/latest is a symlink" test -L "$res/latest"
+check "results/latest points to the run dir ($(readlink "$res/latest") vs $run1)" \
+    test "$(readlink "$res/latest")" = "$run1" -a -d "$res/latest/"
+check "progress line [  1/4] with ETA" grep -qE '^\[  1/4\] .*\(ETA [0-9]' "$tmp/out1"
+check "progress line [  4/4]" grep -qF '[  4/4]' "$tmp/out1"
+check "profile copied into the run dir" cmp -s "$tmp/tiny.toml" "$dir1/profile.toml"
+for d in hist series; do
+    n="$(find "$dir1/$d" -maxdepth 1 -name '*.json' 2>/dev/null | wc -l)"
+    check "$d/ has one file per cell (got $n)" test "$n" -eq 4
+    for stem in epoll_hello_c1_r1 threads_hello_c1_r1 epoll_hello_c10_r1 threads_hello_c10_r1; do
+        check "$d/$stem.json exists" test -s "$dir1/$d/$stem.json"
+    done
+done
+
+pycheck "meta.json" "$dir1/meta.json" "$run1" <<'EOF'
+import json, sys
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+try:
+    m = json.load(open(sys.argv[1]))
+except Exception as e:
+    t(False, f"meta.json does not parse: {e}"); sys.exit()
+mach = m.get("machine", {})
+t(isinstance(mach.get("kernel"), str) and mach["kernel"] != "", "machine.kernel")
+has_model_name = any(l.startswith("model name") for l in open("/proc/cpuinfo"))
+t(isinstance(mach.get("cpu_model"), str) and (mach["cpu_model"] != "" or not has_model_name),
+  f"machine.cpu_model ({mach.get('cpu_model')!r})")
+t(isinstance(m.get("compiler"), str) and m["compiler"] != "", "compiler")
+t(isinstance(m.get("commit"), str) and m["commit"] != "", "commit")
+t(m.get("profile", {}).get("name") == "tiny", f"profile.name is tiny ({m.get('profile', {}).get('name')!r})")
+t(m.get("run_id") == sys.argv[2], "run_id matches the directory")
+EOF
+
+pycheck "results.jsonl" "$dir1/results.jsonl" <<'EOF'
+import json, sys
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+lines = open(sys.argv[1]).read().splitlines()
+t(len(lines) == 4, f"exactly 4 lines (got {len(lines)})")
+cells = set()
+for i, line in enumerate(lines, 1):
+    try:
+        j = json.loads(line)
+    except Exception as e:
+        t(False, f"line {i} does not parse: {e}"); continue
+    c = j.get("cell", f"line {i}"); cells.add(c)
+    def num(path):
+        v = j
+        for k in path.split("."):
+            if not isinstance(v, dict) or k not in v: return None
+            v = v[k]
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    t(j.get("status") == "ok", f"{c}: status ok (got {j.get('status')!r}: {j.get('error')!r})")
+    for key in ["throughput_rps", "requests", "latency_us.p50", "server.pss_kib_peak",
+                "server.fds_peak", "server.cpu_us_per_req"]:
+        v = num(key)
+        srv = j.get("server", {})
+        t(v is not None and v > 0, f"{c}: {key} > 0 (got {v}; requests {j.get('requests')}, "
+                                   f"server cpu {srv.get('cpu_user_s')}+{srv.get('cpu_sys_s')} s)")
+    t(j.get("shutdown", {}).get("clean") is True, f"{c}: shutdown.clean ({j.get('shutdown')})")
+    t(num("client.cpu_util") is not None, f"{c}: client.cpu_util present")
+t(cells == {f"{m}/hello/c{n}/r1" for m in ("epoll", "threads") for n in (1, 10)}, f"the 4 cells ({sorted(cells)})")
+EOF
+
+# ---------------------------------------------------------------- Ctrl-C in the middle, then --resume
+sed -e 's/^name = .*/name = "longer"/' -e 's/^duration_s = .*/duration_s = 2/' \
+    -e 's/^connections = .*/connections = [1, 10, 100]/' "$tmp/tiny.toml" >"$tmp/longer.toml"
+"$CB" run --profile "$tmp/longer.toml" --results "$res" >"$tmp/out2" 2>"$tmp/err2" &
+bg_pid=$!
+servers=()   # "pid starttime" of the server processes this concbench started
+starttime() {   # field 22 of /proc/PID/stat (after the comm, which may hold spaces)
+    local s
+    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    s="${s##*) }"
+    # shellcheck disable=SC2086
+    set -- $s
+    echo "${20}"
+}
+note_servers() {
+    local c st exe
+    for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
+        exe="$(readlink "/proc/$c/exe" 2>/dev/null)" || continue
+        case "$exe" in "$BUILD/bin/server-"*) ;; *) continue ;; esac
+        st="$(starttime "$c")" || continue
+        case " ${servers[*]:-} " in *" $c:$st "*) ;; *) servers+=("$c:$st") ;; esac
+    done
+}
+jsonl_lines() { cat "$res"/*-longer*/results.jsonl 2>/dev/null | wc -l; }
+# Wait (at most 30 s) for the first finished cell, then for the next cell's server to be up.
+deadline=$((SECONDS + 30))
+while [ "$(jsonl_lines)" -lt 1 ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
+    note_servers
+    sleep 0.1
+done
+n_before="$(jsonl_lines)"
+check "interrupted run finished a cell within 30 s" test "$n_before" -ge 1
+seen=${#servers[@]}
+deadline=$((SECONDS + 10))
+while [ "${#servers[@]}" -le "$seen" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
+    note_servers
+    sleep 0.05
+done
+check "a server of the next cell was seen running" test "${#servers[@]}" -gt "$seen"
+sleep 0.3   # into the cell's load
+note_servers
+kill -INT "$bg_pid" 2>/dev/null
+deadline=$((SECONDS + 20))
+while kill -0 "$bg_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+if kill -0 "$bg_pid" 2>/dev/null; then
+    check "concbench exits within 20 s of SIGINT" false
+    kill -KILL "$bg_pid" 2>/dev/null
+fi
+wait "$bg_pid"
+rc=$?
+bg_pid=""
+check "interrupted run exits 130 (got $rc: $(tail -c 300 "$tmp/err2"))" test "$rc" -eq 130
+check "stderr tells how to continue (--resume)" grep -q -- "--resume" "$tmp/err2"
+run2="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out2" | head -1)"
+check "interrupted run named its id" test -n "$run2"
+dir2="$res/$run2"
+check "stderr names the run id to resume" grep -qF -- "--resume $run2" "$tmp/err2"
+n_after="$(wc -l <"$dir2/results.jsonl" 2>/dev/null || echo 0)"
+check "finished cells kept ($n_after >= $n_before, < 6)" test "$n_after" -ge "$n_before" -a "$n_after" -lt 6
+pycheck "results.jsonl after SIGINT" "$dir2/results.jsonl" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+for i, line in enumerate(lines, 1):
+    try:
+        j = json.loads(line)
+        print(("PASS" if j.get("status") == "ok" else "FAIL") + f" line {i} ({j.get('cell')}) status {j.get('status')}")
+    except Exception as e:
+        print(f"FAIL line {i} does not parse: {e}")
+EOF
+# Every server this run started must be gone (zombies aside), and so must anything in their
+# process groups (each server leads its own group).
+pycheck "no server left after SIGINT" "${servers[@]}" <<'EOF'
+import os, sys
+want = {}
+for a in sys.argv[1:]:
+    pid, st = a.split(":"); want[int(pid)] = st
+print(("PASS" if want else "FAIL") + f" servers observed: {sorted(want)}")
+def stat(pid):
+    try:
+        s = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+for pid in os.listdir("/proc"):
+    if not pid.isdigit(): continue
+    f = stat(pid)
+    if not f or f[0] in "ZX": continue
+    pid = int(pid); pgrp = int(f[2])
+    if pid in want and f[19] == want[pid]:
+        print(f"FAIL server {pid} is still running")
+    elif pgrp in want and pid != pgrp:
+        print(f"FAIL process {pid} of server group {pgrp} is still running")
+print("PASS scan done")
+EOF
+
+timeout -k 5 60 "$CB" run --resume "$run2" --results "$res" >"$tmp/out3" 2>"$tmp/err3"
+rc=$?
+check "resume exits 0 (got $rc: $(tail -c 300 "$tmp/err3"; grep FAILED "$tmp/out3" | head -3))" test "$rc" -eq 0
+check "resume reports 6 cells" grep -qE "6 cells \($((6 - n_after)) to run\)" "$tmp/out3"
+pycheck "results.jsonl after resume" "$dir2/results.jsonl" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+print(("PASS" if len(lines) == 6 else "FAIL") + f" exactly 6 lines (got {len(lines)})")
+cells = []
+for i, line in enumerate(lines, 1):
+    try:
+        j = json.loads(line); cells.append(j.get("cell"))
+        print(("PASS" if j.get("status") == "ok" else "FAIL") + f" {j.get('cell')} status {j.get('status')}")
+    except Exception as e:
+        print(f"FAIL line {i} does not parse: {e}")
+want = {f"{m}/hello/c{n}/r1" for m in ("epoll", "threads") for n in (1, 10, 100)}
+print(("PASS" if len(set(cells)) == 6 and set(cells) == want else "FAIL") + f" 6 distinct cells: {sorted(set(cells))}")
+EOF
+check "latest points to the resumed run" test "$(readlink "$res/latest")" = "$run2"
+
+# ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
+bad="$tmp/bad-results"
+timeout -k 5 20 "$CB" run --profile /nonexistent.toml --results "$bad" >/dev/null 2>"$tmp/err4"
+rc=$?
+check "missing profile file exits 2 (got $rc)" test "$rc" -eq 2
+check "missing profile file: one line on stderr ($(cat "$tmp/err4"))" test "$(wc -l <"$tmp/err4")" -eq 1
+check "missing profile file: names the file" grep -qF "/nonexistent.toml" "$tmp/err4"
+
+printf 'models = ["epoll"]\nworkloads = ["hello"]\nconnections = [1]\ndurration_s = 1\n' >"$tmp/badkey.toml"
+timeout -k 5 20 "$CB" run --profile "$tmp/badkey.toml" --results "$bad" >/dev/null 2>"$tmp/err5"
+rc=$?
+check "unknown key exits 2 (got $rc)" test "$rc" -eq 2
+check "unknown key: stderr has file:line ($(cat "$tmp/err5"))" grep -qF "$tmp/badkey.toml:4:" "$tmp/err5"
+check "unknown key: stderr names the key" grep -qF "durration_s" "$tmp/err5"
+
+timeout -k 5 20 "$CB" run --bogus >/dev/null 2>"$tmp/err6"
+rc=$?
+check "run --bogus exits 2 (got $rc)" test "$rc" -eq 2
+check "run --bogus says what is wrong" grep -qF -- "--bogus" "$tmp/err6"
+
+timeout -k 5 20 "$CB" run --resume no-such-run --results "$bad" >/dev/null 2>"$tmp/err7"
+rc=$?
+check "--resume of an unknown run exits 2 (got $rc)" test "$rc" -eq 2
+check "refused runs wrote nothing" test ! -e "$bad"
+
+timeout -k 5 20 "$CB" list >"$tmp/list" 2>&1
+rc=$?
+check "list exits 0 (got $rc)" test "$rc" -eq 0
+for m in epoll threads; do
+    check "list shows $m as built" grep -qE "^$m +[a-z]+ +yes( |$)" "$tmp/list"
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,325 @@
+// Profile validation against the real registry: every problem is refused before anything runs,
+// with "<file>:<line>: <what>" and, where a name is wrong, the names that would have been valid.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cctype>
+#include <ostream>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "concbench/host.hpp"
+#include "concbench/profile.hpp"
+#include "concbench/registry.hpp"
+#include "concbench/workloads.hpp"
+
+using namespace concbench;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<ModelInfo>& registry() {
+    static const std::vector<ModelInfo> reg = load_registry(models_dir(), CONCBENCH_BIN_DIR);
+    return reg;
+}
+
+std::vector<std::string> model_names() {
+    std::vector<std::string> names;
+    for (const auto& m : registry()) names.push_back(m.name);
+    return names;
+}
+
+// A valid profile body; tests replace or add single lines and know which line that is.
+//   line 1: name, 2: models, 3: workloads, 4: connections, 5: repetitions, 6: duration_s
+std::vector<std::string> base_lines() {
+    return {"name = \"t\"", "models = [\"epoll\"]", "workloads = [\"hello\"]", "connections = [1, 10]",
+            "repetitions = 1", "duration_s = 0.5"};
+}
+
+class ProfileTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ASSERT_FALSE(registry().empty()) << "no models found under " << models_dir();
+        std::string tmpl = (fs::temp_directory_path() / "concbench-profile-XXXXXX").string();
+        ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+        dir_ = tmpl;
+    }
+    void TearDown() override {
+        std::error_code ec;
+        if (!dir_.empty()) fs::remove_all(dir_, ec);
+    }
+    std::string write(const std::string& text, const std::string& name = "p.toml") {
+        std::string path = (fs::path(dir_) / name).string();
+        std::ofstream(path) << text;
+        return path;
+    }
+    std::string write_lines(const std::vector<std::string>& lines) {
+        std::string text;
+        for (const auto& l : lines) text += l + "\n";
+        return write(text);
+    }
+    // The message load_profile throws for `path`, or "" (and a test failure) if it accepts it.
+    std::string refusal(const std::string& path) {
+        try {
+            Profile p = load_profile(path, registry());
+            ADD_FAILURE() << path << " was accepted, expected a refusal";
+        } catch (const std::runtime_error& e) {
+            return e.what();
+        }
+        return "";
+    }
+    std::string dir_;
+};
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+#define EXPECT_CONTAINS(haystack, needle) \
+    EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "missing '" << (needle) << "' in: " << (haystack)
+#define EXPECT_AT_LINE(msg, path, line) \
+    EXPECT_TRUE(starts_with(msg, (path) + ":" + std::to_string(line) + ":")) \
+        << "expected " << (path) << ":" << (line) << ": at the start of: " << (msg)
+
+TEST_F(ProfileTest, ShippedQuickProfileLoads) {
+    for (const std::string& spec : {std::string("quick"), source_dir() + "/profiles/quick.toml"}) {
+        Profile p = load_profile(spec, registry());
+        EXPECT_EQ(p.name, "quick") << spec;
+        EXPECT_FALSE(p.models.empty()) << spec;
+        EXPECT_FALSE(p.workloads.empty()) << spec;
+        EXPECT_FALSE(p.connections.empty()) << spec;
+        EXPECT_GE(p.repetitions, 1);
+        EXPECT_GT(p.duration_s, 0);
+        EXPECT_FALSE(p.text.empty());
+        for (const auto& m : p.models) EXPECT_NE(find_model(registry(), m), nullptr) << m;
+        for (const auto& w : p.workloads) EXPECT_NE(find_workload(w), nullptr) << w;
+    }
+}
+
+TEST_F(ProfileTest, MinimalProfileGetsDefaults) {
+    std::string path = write_lines(base_lines());
+    Profile p = load_profile(path, registry());
+    EXPECT_EQ(p.name, "t");
+    EXPECT_EQ(p.models, std::vector<std::string>{"epoll"});
+    EXPECT_EQ(p.workloads, std::vector<std::string>{"hello"});
+    EXPECT_EQ(p.connections, (std::vector<int>{1, 10}));
+    EXPECT_DOUBLE_EQ(p.duration_s, 0.5);
+    std::vector<int> cpus = allowed_cpus();
+    ASSERT_FALSE(cpus.empty());
+    EXPECT_EQ(p.server_cpus, std::vector<int>{cpus.front()});
+    ASSERT_EQ(p.client_cpus.size(), 1u);
+    EXPECT_NE(std::find(cpus.begin(), cpus.end(), p.client_cpus[0]), cpus.end());
+    EXPECT_EQ(p.client_threads, 1);
+}
+
+TEST_F(ProfileTest, UnknownKeyNamesFileLineKeyAndValidKeys) {
+    auto lines = base_lines();
+    lines.push_back("# a comment");
+    lines.push_back("durration_s = 3");  // line 8
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 8);
+    EXPECT_CONTAINS(msg, "durration_s");
+    EXPECT_CONTAINS(msg, "valid:");
+    EXPECT_CONTAINS(msg, "duration_s");
+    EXPECT_CONTAINS(msg, "connections");
+}
+
+TEST_F(ProfileTest, UnknownTableIsRefused) {
+    auto lines = base_lines();
+    lines.push_back("[extra]");  // line 7
+    lines.push_back("x = 1");
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 7);
+    EXPECT_CONTAINS(msg, "extra");
+    EXPECT_CONTAINS(msg, "valid:");
+}
+
+TEST_F(ProfileTest, UnknownModelNamesModelLineAndValidModels) {
+    auto lines = base_lines();
+    lines[1] = "models = [\"epoll\", \"no-such-model\"]";
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 2);
+    EXPECT_CONTAINS(msg, "no-such-model");
+    EXPECT_CONTAINS(msg, "valid:");
+    for (const auto& m : model_names()) EXPECT_CONTAINS(msg, m);
+}
+
+TEST_F(ProfileTest, UnknownModelOnItsOwnLineOfAMultiLineArray) {
+    auto lines = base_lines();
+    lines[1] = "models = [\n  \"epoll\",\n  \"nope\",\n]";  // "nope" is on line 4
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 4);
+    EXPECT_CONTAINS(msg, "nope");
+}
+
+TEST_F(ProfileTest, UnknownWorkloadNamesWorkloadLineAndValidWorkloads) {
+    auto lines = base_lines();
+    lines[2] = "workloads = [\"hello\", \"gopher\"]";
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 3);
+    EXPECT_CONTAINS(msg, "gopher");
+    EXPECT_CONTAINS(msg, "valid:");
+    for (const auto& w : all_workloads()) EXPECT_CONTAINS(msg, w.name);
+}
+
+struct BadValue {
+    int line;           // 1-based index into base_lines() to replace, or base_lines().size()+1 to add
+    std::string text;
+    std::string key;    // must appear in the message
+};
+void PrintTo(const BadValue& b, std::ostream* os) { *os << "line " << b.line << ": " << b.text; }
+std::string bad_value_name(const ::testing::TestParamInfo<BadValue>& info) {
+    std::string name = std::to_string(info.index) + "_";
+    for (char ch : info.param.text)
+        if (std::isalnum(static_cast<unsigned char>(ch))) name += ch;
+    return name;
+}
+
+class ProfileBadValue : public ProfileTest, public ::testing::WithParamInterface<BadValue> {};
+
+TEST_P(ProfileBadValue, RefusedWithFileLineAndKey) {
+    const BadValue& b = GetParam();
+    auto lines = base_lines();
+    if (b.line <= static_cast<int>(lines.size())) lines[b.line - 1] = b.text;
+    else lines.push_back(b.text);
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, b.line);
+    EXPECT_CONTAINS(msg, b.key);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Values, ProfileBadValue,
+    ::testing::Values(BadValue{4, "connections = [0]", "connections"},
+                      BadValue{4, "connections = [\"x\"]", "connections"},
+                      BadValue{4, "connections = []", "connections"},
+                      BadValue{4, "connections = 10", "connections"},
+                      BadValue{4, "connections = [1, 200000]", "connections"},
+                      BadValue{6, "duration_s = -1", "duration_s"},
+                      BadValue{6, "duration_s = 0", "duration_s"},
+                      BadValue{6, "duration_s = \"5\"", "duration_s"},
+                      BadValue{5, "repetitions = 1.5", "repetitions"},
+                      BadValue{5, "repetitions = 0", "repetitions"},
+                      BadValue{7, "server_cpus = [999]", "server_cpus"},
+                      BadValue{7, "client_cpus = [-1]", "client_cpus"},
+                      BadValue{7, "server_cpus = 0", "server_cpus"},
+                      BadValue{7, "warmup_s = -0.5", "warmup_s"},
+                      BadValue{7, "client_threads = 0", "client_threads"},
+                      BadValue{2, "models = []", "models"},
+                      BadValue{2, "models = \"epoll\"", "models"},
+                      BadValue{2, "models = [\"epoll\", \"epoll\"]", "epoll"},
+                      BadValue{1, "name = 3", "name"}),
+    bad_value_name);
+
+TEST_F(ProfileTest, ServerCpuOutOfRangeListsAvailableCpus) {
+    auto lines = base_lines();
+    lines.push_back("server_cpus = [999]");
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_CONTAINS(msg, "999");
+    EXPECT_CONTAINS(msg, "available:");
+    EXPECT_CONTAINS(msg, std::to_string(allowed_cpus().front()));
+}
+
+TEST_F(ProfileTest, MissingRequiredKeyIsRefused) {
+    auto lines = base_lines();
+    lines.erase(lines.begin() + 1);  // models
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_TRUE(starts_with(msg, path + ":")) << msg;
+    EXPECT_CONTAINS(msg, "missing");
+    EXPECT_CONTAINS(msg, "models");
+    EXPECT_EQ(msg.find("workloads"), std::string::npos) << "only the missing key is named: " << msg;
+}
+
+TEST_F(ProfileTest, EmptyFileNamesEveryMissingKey) {
+    std::string msg = refusal(write("# nothing\n"));
+    EXPECT_CONTAINS(msg, "models");
+    EXPECT_CONTAINS(msg, "workloads");
+    EXPECT_CONTAINS(msg, "connections");
+}
+
+TEST_F(ProfileTest, TomlSyntaxErrorNamesFileAndLine) {
+    auto lines = base_lines();
+    lines[4] = "repetitions = = 2";  // line 5
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 5);
+}
+
+TEST_F(ProfileTest, DuplicateKeyIsASyntaxError) {
+    auto lines = base_lines();
+    lines.push_back("repetitions = 2");  // line 7, repeats line 5
+    std::string path = write_lines(lines);
+    std::string msg = refusal(path);
+    EXPECT_AT_LINE(msg, path, 7);
+}
+
+TEST_F(ProfileTest, UnknownProfileNameListsAvailableProfiles) {
+    std::string msg = refusal("no-such-profile");
+    EXPECT_CONTAINS(msg, "no-such-profile");
+    EXPECT_CONTAINS(msg, "available:");
+    EXPECT_CONTAINS(msg, "quick");
+}
+
+TEST_F(ProfileTest, MissingPathIsRefused) {
+    std::string path = (fs::path(dir_) / "absent.toml").string();
+    std::string msg = refusal(path);
+    EXPECT_CONTAINS(msg, path);
+}
+
+TEST_F(ProfileTest, ModelsAllExpandsToEveryRegistryModel) {
+    // Expansion, independent of which binaries happen to be built right now.
+    std::vector<ModelInfo> reg = registry();
+    for (auto& m : reg) m.built = true;
+    auto lines = base_lines();
+    lines[1] = "models = \"all\"";
+    Profile p = load_profile(write_lines(lines), reg);
+    EXPECT_EQ(p.models, model_names());
+    EXPECT_GE(p.models.size(), 2u);
+}
+
+TEST_F(ProfileTest, UnbuiltModelIsRefusedWithItsBinaryPath) {
+    std::vector<ModelInfo> reg = registry();
+    for (auto& m : reg) m.built = m.name != "threads";
+    auto lines = base_lines();
+    lines[1] = "models = [\"threads\"]";
+    std::string path = write_lines(lines);
+    try {
+        load_profile(path, reg);
+        ADD_FAILURE() << "an unbuilt model was accepted";
+    } catch (const std::runtime_error& e) {
+        std::string msg = e.what();
+        EXPECT_TRUE(starts_with(msg, path + ":")) << msg;
+        EXPECT_CONTAINS(msg, "threads");
+        EXPECT_CONTAINS(msg, "not built");
+        EXPECT_CONTAINS(msg, find_model(reg, "threads")->binary_path);
+    }
+}
+
+TEST_F(ProfileTest, WorkloadsAllExpandsToEveryWorkload) {
+    auto lines = base_lines();
+    lines[2] = "workloads = \"all\"";
+    Profile p = load_profile(write_lines(lines), registry());
+    std::vector<std::string> names;
+    for (const auto& w : all_workloads()) names.push_back(w.name);
+    EXPECT_EQ(p.workloads, names);
+}
+
+TEST_F(ProfileTest, NameDefaultsToFileStem) {
+    auto lines = base_lines();
+    lines.erase(lines.begin());
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    Profile p = load_profile(write(text, "my-profile.toml"), registry());
+    EXPECT_EQ(p.name, "my-profile");
+}
+
+}  // namespace
