@@ -120,7 +120,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
 
     static const std::vector<std::string> keys = {
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
-        "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads"};
+        "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
+        "workers"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
     for (auto&& [k, v] : t) {
         std::string key(k.str());
@@ -144,6 +145,20 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         else if (key == "server_cpus") p.server_cpus = cpu_list(c, v, "server_cpus");
         else if (key == "client_cpus") p.client_cpus = cpu_list(c, v, "client_cpus");
         else if (key == "client_threads") p.client_threads = whole_number(c, v, "client_threads", 1, 256);
+        else if (key == "workers") {
+            const toml::table* wt = v.as_table();
+            if (!wt) c.fail(v, "'workers' must be a table of model = count, e.g. [workers] threadpool = 64");
+            for (auto&& [mk, mv] : *wt) {
+                std::string model(mk.str());
+                const ModelInfo* mi = find_model(registry, model);
+                if (!mi)
+                    c.fail(mv, fmt::format("[workers]: unknown model '{}' (valid: {})", model,
+                                           fmt::join(model_names, ", ")));
+                if (mi->workers == 0)
+                    c.fail(mv, fmt::format("[workers]: model '{}' takes no --workers", model));
+                p.workers[model] = whole_number(c, mv, "workers", 1, 4096);
+            }
+        }
         else c.fail(v, fmt::format("unknown key '{}' (valid: {})", key, fmt::join(keys, ", ")));
         required.erase(std::remove(required.begin(), required.end(), key), required.end());
     }
@@ -157,6 +172,12 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     }
     if (p.client_threads == 0) p.client_threads = static_cast<int>(p.client_cpus.size());
     return p;
+}
+
+int Profile::workers_for(const ModelInfo& model) const {
+    if (model.workers == 0) return 0;
+    auto it = workers.find(model.name);
+    return it != workers.end() ? it->second : model.workers;
 }
 
 }  // namespace concbench

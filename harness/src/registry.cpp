@@ -70,12 +70,13 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
         bad(file, e.source(), std::string(e.description()));
     }
     static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
-                                                "like", "platforms", "workloads", "binary", "notes"};
+                                                "like", "platforms", "workloads", "binary", "notes",
+                                                "workers"};
     for (auto&& [k, v] : t)
         if (!known.count(std::string(k.str())))
             bad(file, v.source(), fmt::format("unknown key '{}' (valid: name, description, "
                                               "mechanism, structure, like, platforms, workloads, "
-                                              "binary, notes)", k.str()));
+                                              "binary, notes, workers)", k.str()));
     ModelInfo m;
     m.toml_path = file;
     m.name = need_string(t, file, "name");
@@ -100,6 +101,12 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
             bad(file, t["workloads"].node()->source(),
                 fmt::format("unknown workload '{}' (valid: {})", w, fmt::join(names, ", ")));
         }
+    if (const toml::node* n = t.get("workers")) {
+        std::optional<int64_t> v = n->value<int64_t>();
+        if (!n->is_integer() || !v || *v < 1 || *v > 4096)
+            bad(file, n->source(), "'workers' (the default of --workers N) must be a whole number from 1 to 4096");
+        m.workers = static_cast<int>(*v);
+    }
     m.binary = t.contains("binary") ? need_string(t, file, "binary") : "server-" + m.name;
     m.binary_path = (fs::path(bin) / m.binary).string();
     m.built = access(m.binary_path.c_str(), X_OK) == 0;

@@ -89,6 +89,7 @@ nlohmann::json make_meta(const std::string& run_id, const Profile& p) {
                     {"server_cpus", p.server_cpus},
                     {"client_cpus", p.client_cpus},
                     {"client_threads", p.client_threads},
+                    {"workers", p.workers},
                     {"text", p.text}};
     char ts[32];
     time_t now = time(nullptr);

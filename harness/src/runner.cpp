@@ -152,6 +152,11 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     ServerCommand cmd;
     cmd.binary = model.binary_path;
     cmd.args = {"--proto", proto_name(w->proto), "--host", "127.0.0.1", "--port", "0"};
+    if (int n = p.workers_for(model)) {
+        cmd.args.push_back("--workers");
+        cmd.args.push_back(std::to_string(n));
+        j["workers"] = n;
+    }
     cmd.cpus = p.server_cpus;
     cmd.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
     std::string err;

@@ -1,6 +1,7 @@
 // Reactor loop: portable logic over whichever backend_*.cpp the model links.
 #include "reactor.hpp"
 
+#include <cerrno>
 #include <cstring>
 
 #include "server.hpp"
@@ -14,10 +15,19 @@ Reactor::Reactor() : st_(backend_create()) {
 Reactor::~Reactor() { backend_free(st_); }
 
 void Reactor::set(Watcher& w, int mask) {
-    if (w.mask == mask) return;
+    if (w.mask != mask && !try_set(w, mask))
+        fatal("%s: cannot watch fd %d: %s", backend_name(), w.fd, strerror(errno));
+}
+
+bool Reactor::try_set(Watcher& w, int mask) {
+    if (w.mask == mask) return true;
     int rc = backend_set(st_, &w, mask);
-    if (rc != 0) fatal("%s: cannot watch fd %d: %s", backend_name(), w.fd, strerror(-rc));
+    if (rc != 0) {
+        errno = -rc;
+        return false;
+    }
     w.mask = mask;
+    return true;
 }
 
 void Reactor::run() {

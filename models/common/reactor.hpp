@@ -1,6 +1,6 @@
 // Reactor: a readiness event loop with one small interface and one small file per kernel
-// backend (backend_epoll.cpp, later poll/select/kqueue), each defining the same backend_*
-// functions — the shape of Redis's ae. A model links exactly one backend.
+// backend (backend_epoll.cpp, backend_poll.cpp, backend_select.cpp), each defining the same
+// backend_* functions — the shape of Redis's ae. A model links exactly one backend library.
 #pragma once
 #include <cstdint>
 
@@ -28,7 +28,9 @@ struct Fired {
 };
 BackendState* backend_create();
 void backend_free(BackendState* st);
-// Changes `w`'s registration from w->mask to `mask` (0 removes it). Returns 0 or -errno.
+// Changes `w`'s registration from w->mask to `mask` (0 removes it). Returns 0 or -errno, and on
+// an error leaves the registration as it was. -EMFILE: this backend cannot watch an fd that large
+// (select: FD_SETSIZE).
 int backend_set(BackendState* st, Watcher* w, int mask);
 // Waits up to timeout_ms (-1: forever) and fills at most `max` fired watchers; returns how many.
 int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max);
@@ -43,7 +45,11 @@ public:
     Reactor& operator=(const Reactor&) = delete;
 
     // Registers, re-registers or (mask 0) removes `w`. Call with mask 0 before closing w->fd.
+    // A failure is fatal: for registrations that cannot fail short of a bug.
     void set(Watcher& w, int mask);
+    // The same, but a failure is survivable: returns false with errno set and w unchanged (a new
+    // connection the backend cannot watch — select past FD_SETSIZE, epoll out of memory).
+    bool try_set(Watcher& w, int mask);
     // Runs until stop(): waits for readiness and calls each ready watcher.
     void run();
     void stop() { running_ = false; }

@@ -13,6 +13,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <mutex>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -157,6 +158,8 @@ int accept_connection(int listen_fd, bool nonblocking) {
         long now = static_cast<long>(time(nullptr));
         if (last_warn.exchange(now) != now)
             warn("accept: %s: closing new connections until fds free up", strerror(errno));
+        static std::mutex reserve_mu;  // workers share the reserve fd
+        std::lock_guard<std::mutex> lock(reserve_mu);
         if (g_reserve_fd >= 0) {
             close(g_reserve_fd);
             int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);

@@ -1,6 +1,7 @@
 // Profile: a run's matrix (models x workloads x connection counts x repetitions) and its timing,
 // read from profiles/<name>.toml and checked in full before anything runs.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ struct Profile {
     std::vector<int> server_cpus;
     std::vector<int> client_cpus;
     int client_threads = 0;                // 0: one per client CPU
+    std::map<std::string, int> workers;    // [workers] model = N: --workers for that model
+
+    // --workers for `model` in this profile: the profile's [workers] entry, else the model's
+    // default; 0 when the model takes no --workers.
+    int workers_for(const ModelInfo& model) const;
 };
 
 // `name_or_path`: "quick" (profiles/quick.toml in the checkout) or a path to a .toml file.

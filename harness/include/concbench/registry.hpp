@@ -15,6 +15,7 @@ struct ModelInfo {
     std::vector<std::string> platforms;
     std::vector<std::string> workloads;
     std::vector<std::string> notes;
+    int workers = 0;          // > 0: the model takes --workers N and this is its default
     std::string binary;       // file name under the bin dir
     std::string toml_path;
     std::string binary_path;  // absolute
