@@ -71,6 +71,13 @@ int cmd_load(const LoadArgs& a) {
     fmt::print("client CPU: {:.2f} µs/request, {:.0f} % of {} thread(s)\n",
                r.client_cpu_s * 1e6 / std::max<uint64_t>(1, r.requests),
                100 * r.client_cpu_s / (r.measured_s * r.client_threads), r.client_threads);
+    // Little's law: in a closed loop every connection should have a request in flight. Fewer
+    // means some connections were never (or rarely) answered — a server that serves only N
+    // connections at a time shows here, not in the error counts.
+    double in_flight = rps * r.latency.mean_ns() / 1e9;
+    fmt::print("in flight (req/s x mean latency): {:.1f} of {} connections{}\n", in_flight,
+               r.connections_established,
+               in_flight < 0.8 * r.connections_established ? "  <- some connections were starved" : "");
     for (auto& [k, v] : r.errors) fmt::print("errors {}: {}\n", k, v);
     if (!a.json_path.empty()) {
         nlohmann::json j = {{"workload", a.workload}, {"connections", a.connections},

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -143,6 +144,11 @@ void announce_listening(int listen_fd) {
     std::fflush(stdout);
 }
 
+void close_reserve_fd() {
+    if (g_reserve_fd >= 0) close(g_reserve_fd);
+    g_reserve_fd = -1;
+}
+
 int accept_connection(int listen_fd, bool nonblocking) {
     int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);
     int fd = accept4(listen_fd, nullptr, nullptr, flags);
@@ -162,8 +168,13 @@ int accept_connection(int listen_fd, bool nonblocking) {
         std::lock_guard<std::mutex> lock(reserve_mu);
         if (g_reserve_fd >= 0) {
             close(g_reserve_fd);
-            int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-            if (c >= 0) close(c);
+            // Linux reports EMFILE before it waits, so on a blocking listener take the pending
+            // connection only if there is one (never block here and discard the next client).
+            pollfd p{listen_fd, POLLIN, 0};
+            if (poll(&p, 1, 0) == 1) {
+                int c = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (c >= 0) close(c);
+            }
             g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         }
         errno = EMFILE;

@@ -47,6 +47,9 @@ void announce_listening(int listen_fd);
 // nothing is pending. Accepted sockets get TCP_NODELAY and, if asked, O_NONBLOCK.
 int accept_connection(int listen_fd, bool nonblocking);
 
+// A process that will never accept (a forked per-connection child) drops the reserved fd.
+void close_reserve_fd();
+
 // Writes as much of `out` as the socket takes (writev). Returns false on a socket error; with a
 // blocking socket it returns when all is written.
 bool write_outbox(int fd, Outbox& out);
