@@ -54,6 +54,7 @@ METRICS = [
     ("fds", "open file descriptors (peak)", "server fds", [("", "-", lambda r: _get(r, "server", "fds_peak"))]),
 ]
 HOLLOW_NOTE = "hollow: client-bound (client CPU ≥ 90 %)"
+STARVED_NOTE = "red ×: some connections got no answer in the window (figures cover the others)"
 
 
 def load(results_dir):
@@ -103,39 +104,48 @@ def is_client_bound(row):
     return util is not None and util >= 0.9
 
 
+def is_starved(row):
+    return (_get(row, "fairness", "starved_connections") or 0) > 0
+
+
 def aggregate(rows, getter):
-    """{model: [(connections, median, min, max, client_bound)]} over repetitions."""
+    """{model: [(connections, median, min, max, client_bound, starved)]} over repetitions."""
     cells = defaultdict(list)
     for r in rows:
         v = getter(r)
         if v is not None:
-            cells[(r["model"], r["connections"])].append((v, is_client_bound(r)))
+            cells[(r["model"], r["connections"])].append((v, is_client_bound(r), is_starved(r)))
     out = defaultdict(list)
     for (model, conns), vals in sorted(cells.items()):
-        vs = [v for v, _ in vals]
-        out[model].append((conns, statistics.median(vs), min(vs), max(vs), any(cb for _, cb in vals)))
+        vs = [v for v, _, _ in vals]
+        out[model].append((conns, statistics.median(vs), min(vs), max(vs),
+                           any(cb for _, cb, _ in vals), any(st for _, _, st in vals)))
     return out
 
 
 def draw(ax, metric, rows, colours):
-    """Draws one metric on ax; returns True if any point is client-bound."""
+    """Draws one metric on ax; returns (any point client-bound, any point with starved connections)."""
     slug, title, ylabel, series = metric
-    hollow_any, values, conns = False, [], set()
+    hollow_any, starved_any, values, conns = False, False, [], set()
     for label, style, getter in series:
         for model, pts in aggregate(rows, getter).items():
             c = colours[model]
             xs, med = [p[0] for p in pts], [p[1] for p in pts]
             err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
             ax.errorbar(xs, med, yerr=err, color=c, linestyle=style, linewidth=1.6, capsize=3, elinewidth=1)
-            for x, y, _, _, cb in pts:
+            for x, y, _, _, cb, st in pts:
                 ax.plot([x], [y], marker="o", markersize=6, color=c, markeredgewidth=1.5,
                         markerfacecolor="white" if cb else c, linestyle="none")
+                if st:
+                    ax.plot([x], [y], marker="x", markersize=10, color="red", markeredgewidth=2,
+                            linestyle="none")
                 hollow_any |= cb
+                starved_any |= st
             values += [v for p in pts for v in p[1:4]]
             conns.update(xs)
     if not values:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
-        return False
+        return False, False
     ax.set_xscale("log")
     ax.set_xticks(sorted(conns))
     ax.set_xticklabels([str(c) for c in sorted(conns)])
@@ -148,10 +158,11 @@ def draw(ax, metric, rows, colours):
     ax.set_xlabel("connections")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
-    return hollow_any
+    return hollow_any, starved_any
 
 
-def legend(ax, metric, models, colours, hollow, **kw):
+def legend(ax, metric, models, colours, flags, **kw):
+    hollow, starved = flags
     handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in models]
     if metric[0] == "latency":
         handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
@@ -159,6 +170,9 @@ def legend(ax, metric, models, colours, hollow, **kw):
     if hollow:
         handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white",
                               linestyle="none", label=HOLLOW_NOTE))
+    if starved:
+        handles.append(Line2D([], [], color="red", marker="x", markeredgewidth=2,
+                              linestyle="none", label=STARVED_NOTE))
     ax.legend(handles=handles, **({"fontsize": 7, "loc": "best", "framealpha": 0.8} | kw))
 
 
@@ -204,11 +218,12 @@ def main():
                 written.append(path)
             plt.close(fig)
         fig, axes = plt.subplots(2, 3, figsize=(16, 9))
-        hollow = False
+        flags = (False, False)
         for ax, metric in zip(axes.flat, METRICS):
-            hollow |= draw(ax, metric, rows, colours)
+            h, st = draw(ax, metric, rows, colours)
+            flags = (flags[0] or h, flags[1] or st)
             ax.set_title(metric[1], fontsize=10)
-        legend(axes.flat[-1], METRICS[1], wmodels, colours, hollow, fontsize=11, loc="center")
+        legend(axes.flat[-1], METRICS[1], wmodels, colours, flags, fontsize=11, loc="center")
         axes.flat[-1].axis("off")
         fig.suptitle(f"{workload} — overview\n{sub}", fontsize=12)
         failure_note(fig, fails)

@@ -90,6 +90,7 @@ struct Conn {
     uint64_t t0 = 0;         // connect start (connecting) or request start (busy), ns
     uint64_t rx = 0;         // answer bytes read
     uint64_t body = 0;       // body (HTTP) or echoed bytes checked so far
+    uint32_t done = 0;       // answers completed inside the measured window (this slot)
     llhttp_t http;           // HTTP workloads only
 };
 
@@ -157,6 +158,8 @@ public:
     uint64_t requests = 0;
     int established = 0;
     double cpu_s = 0;
+    std::vector<uint32_t> per_conn;   // answers per connection slot in the window
+    uint64_t oldest_pending_ns = 0;   // age of the oldest unanswered request at the window's end
     std::string fatal;             // this thread could not run (pinning, epoll)
     std::string connect_error;     // the last connect failure's reason
 
@@ -258,11 +261,17 @@ void Worker::on_phase(int phase, uint64_t now) {
         std::fill(std::begin(errors), std::end(errors), 0);
         hist.reset();
         requests = 0;
+        for (Conn& c : conns_) c.done = 0;
         recording_ = true;
         cpu_at_open_ = thread_cpu_s();
     }
     if (phase == kDone && recording_) {
         cpu_s = thread_cpu_s() - cpu_at_open_;
+        for (const Conn& c : conns_) {
+            if (c.st == St::unused) continue;
+            per_conn.push_back(c.done);
+            if (c.st == St::busy && now > c.t0) oldest_pending_ns = std::max(oldest_pending_ns, now - c.t0);
+        }
         recording_ = false;
     }
     phase_ = phase;
@@ -445,6 +454,7 @@ void Worker::complete(Conn& c, uint64_t now) {
     if (recording_) {
         hist.record(now - c.t0);
         ++requests;
+        ++c.done;
     }
     const bool reuse = wl_.keep_alive &&
                        (wl_.proto != Proto::http || llhttp_should_keep_alive(&c.http));
@@ -510,6 +520,8 @@ void collect(const std::vector<std::unique_ptr<Worker>>& workers, LoadResult& r)
         r.requests += w->requests;
         r.client_cpu_s += w->cpu_s;
         r.latency.merge(w->hist);
+        r.per_connection.insert(r.per_connection.end(), w->per_conn.begin(), w->per_conn.end());
+        r.oldest_pending_s = std::max(r.oldest_pending_s, w->oldest_pending_ns / 1e9);
         for (int k = 0; k < kErrKinds; ++k) errors[k] += w->errors[k];
         errors[kConnect] += w->setup_failures;
     }
@@ -518,6 +530,24 @@ void collect(const std::vector<std::unique_ptr<Worker>>& workers, LoadResult& r)
 }
 
 }  // namespace
+
+Fairness fairness(const std::vector<uint32_t>& per_connection) {
+    Fairness f;
+    if (per_connection.empty()) return f;
+    std::vector<uint32_t> v = per_connection;
+    std::sort(v.begin(), v.end());
+    f.min = v.front();
+    f.max = v.back();
+    f.median = v[v.size() / 2];
+    double sum = 0, sq = 0;
+    for (uint32_t x : v) {
+        sum += x;
+        sq += double(x) * x;
+        f.starved += x == 0;
+    }
+    f.jain = sq > 0 ? sum * sum / (double(v.size()) * sq) : 0;
+    return f;
+}
 
 LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measure_start,
                     const std::function<void()>& on_measure_end) {

@@ -78,6 +78,9 @@ int cmd_load(const LoadArgs& a) {
     fmt::print("in flight (req/s x mean latency): {:.1f} of {} connections{}\n", in_flight,
                r.connections_established,
                in_flight < 0.8 * r.connections_established ? "  <- some connections were starved" : "");
+    Fairness f = fairness(r.per_connection);
+    fmt::print("per connection: min {} median {} max {} answers, Jain's index {:.3f}, {} starved\n",
+               f.min, f.median, f.max, f.jain, f.starved);
     for (auto& [k, v] : r.errors) fmt::print("errors {}: {}\n", k, v);
     if (!a.json_path.empty()) {
         nlohmann::json j = {{"workload", a.workload}, {"connections", a.connections},

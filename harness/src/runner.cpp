@@ -205,6 +205,10 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     j["errors"] = r.errors;
     j["errors_total"] = errors_total;
     j["connections_established"] = r.connections_established;
+    Fairness f = fairness(r.per_connection);
+    j["fairness"] = {{"per_connection_min", f.min}, {"per_connection_median", f.median},
+                     {"per_connection_max", f.max}, {"starved_connections", f.starved},
+                     {"jain_index", f.jain}, {"oldest_pending_s", r.oldest_pending_s}};
     j["server"] = {{"pss_kib_peak", s.pss_kib_peak},     {"pss_kib_mean", s.pss_kib_mean},
                    {"rss_kib_peak", s.rss_kib_peak},     {"threads_peak", s.threads_peak},
                    {"processes_peak", s.processes_peak}, {"fds_peak", s.fds_peak},
@@ -275,6 +279,9 @@ std::string summary_line(const json& j) {
         line += fmt::format("  [server CPU {:.0f} % busy with other work: machine not quiet]",
                             100 * j["server_cpus"]["not_server"].get<double>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
+    if (int starved = j["fairness"]["starved_connections"].get<int>())
+        line += fmt::format("  [{} of {} connections got no answer in the window]", starved,
+                            j["connections_established"].get<int>());
     return line;
 }
 

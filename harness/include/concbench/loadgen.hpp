@@ -39,9 +39,21 @@ struct LoadResult {
     std::map<std::string, uint64_t> errors;
     double client_cpu_s = 0;         // CPU time of the load threads during the measured window
     int client_threads = 0;
+    // Fairness: answers completed in the window per connection slot (a slot keeps its count
+    // across reconnects). A server that serves only some connections shows here even when no
+    // request fails: the others simply wait.
+    std::vector<uint32_t> per_connection;
+    double oldest_pending_s = 0;     // the longest-waiting unanswered request at the window's end
     bool interrupted = false;        // spec.stop was set
     std::string fatal;               // non-empty: the load could not run at all (why)
 };
+
+struct Fairness {
+    uint64_t min = 0, median = 0, max = 0;
+    int starved = 0;       // connections with no answer in the whole window
+    double jain = 0;       // Jain's index: 1 = perfectly even, 1/n = one connection got all
+};
+Fairness fairness(const std::vector<uint32_t>& per_connection);
 
 // Runs warm-up then measurement. `on_measure_start` / `on_measure_end` are called on the calling
 // thread at the window's edges (the runner marks its sampler there).
