@@ -114,25 +114,31 @@ int main(int argc, char** argv) {
         if (pfd[0].revents) break;  // SIGTERM or SIGINT
         if (pfd[1].revents) reap(chldfd, children);
         if (!(pfd[2].revents & POLLIN)) continue;
-        int fd = accept_connection(lfd, false);
-        if (fd < 0) continue;
-        pid_t pid = fork();
-        if (pid == 0) {
-            // The child: drop the parent's sockets and signal plumbing, take signals again.
-            close(lfd);
-            close_reserve_fd();
-            close(sigfd);
-            close(chldfd);
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, nullptr);
-            serve(fd, opts.proto, id);
-            close(fd);
-            _exit(0);
+        // Take every pending connection before polling again (bounded, so signals are seen).
+        for (int i = 0; i < 64; ++i) {
+            int fd = accept_connection(lfd, false);
+            if (fd < 0) {
+                if (errno == EMFILE) continue;
+                break;
+            }
+            pid_t pid = fork();
+            if (pid == 0) {
+                // The child: drop the parent's sockets and signal plumbing, take signals again.
+                close(lfd);
+                close_reserve_fd();
+                close(sigfd);
+                close(chldfd);
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, nullptr);
+                serve(fd, opts.proto, id);
+                close(fd);
+                _exit(0);
+            }
+            if (pid < 0) warn_fork_failed(errno);
+            else children.insert(pid);
+            close(fd);  // the parent's copy; the child holds the connection
         }
-        if (pid < 0) warn_fork_failed(errno);
-        else children.insert(pid);
-        close(fd);  // the parent's copy; the child holds the connection
     }
     close(lfd);
     stop_children(chldfd, children);

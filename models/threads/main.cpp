@@ -80,14 +80,20 @@ int main(int argc, char** argv) {
         if (poll(pfd, 2, -1) < 0 && errno != EINTR) fatal("poll: %s", strerror(errno));
         if (pfd[1].revents) break;  // SIGTERM or SIGINT
         if (!(pfd[0].revents & POLLIN)) continue;
-        int fd = accept_connection(lfd, false);
-        if (fd < 0) continue;
-        conns.add(fd);
-        try {
-            std::thread(serve, fd, opts.proto, std::cref(id), std::ref(conns)).detach();
-        } catch (const std::system_error& e) {
-            warn("cannot start a thread for a new connection (%s): closing it", e.what());
-            conns.close_fd(fd);
+        // Take every pending connection before polling again (bounded, so SIGTERM is seen).
+        for (int i = 0; i < 64; ++i) {
+            int fd = accept_connection(lfd, false);
+            if (fd < 0) {
+                if (errno == EMFILE) continue;
+                break;
+            }
+            conns.add(fd);
+            try {
+                std::thread(serve, fd, opts.proto, std::cref(id), std::ref(conns)).detach();
+            } catch (const std::system_error& e) {
+                warn("cannot start a thread for a new connection (%s): closing it", e.what());
+                conns.close_fd(fd);
+            }
         }
     }
     close(lfd);
