@@ -13,7 +13,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench test list plot clean
+.PHONY: all deps build bench test list plot summary clean
 
 all: build
 
@@ -28,11 +28,15 @@ bench: build
 	@rc=0; $(CONCBENCH) run --profile $(PROFILE) || rc=$$?; \
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
 	$(PYTHON) scripts/plot.py results/latest && \
+	$(PYTHON) scripts/summary.py results/latest && \
 	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/" ; \
 	exit $$rc
 
 plot:
 	@$(PYTHON) scripts/plot.py results/latest
+
+summary:
+	@$(PYTHON) scripts/summary.py results/latest
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600

@@ -86,5 +86,17 @@ mkdir -p "$tmp/empty" && echo 'garbage' >"$tmp/empty/results.jsonl"
 rc=$?
 check "no usable lines exits 2 (got $rc)" test "$rc" -eq 2
 
+# summary.py: the same run as a Markdown table.
+SUMMARY="$(dirname "$0")/../scripts/summary.py"
+"$PY" "$SUMMARY" "$res" --connections 1000 >"$tmp/summary" 2>&1
+rc=$?
+check "summary.py exits 0 (got $rc)" test "$rc" -eq 0
+check "summary has a header row" grep -q "| connections | model | req/s" "$tmp/summary"
+check "summary has an epoll row at 1000" grep -q "^| 1000 | epoll | " "$tmp/summary"
+check "summary leaves out other connection counts" bash -c "! grep -q '^| 10 |' '$tmp/summary'"
+"$PY" "$SUMMARY" "$tmp/does-not-exist" >/dev/null 2>&1
+rc=$?
+check "summary.py on a missing dir exits 2 (got $rc)" test "$rc" -eq 2
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

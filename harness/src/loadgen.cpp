@@ -465,6 +465,15 @@ void Worker::complete(Conn& c, uint64_t now) {
 
 // A broken connection: count it, close it, open its replacement.
 void Worker::fail(Conn& c, Err kind, uint64_t now) {
+    if (!setup_done_) {
+        // Lost before the load began (a server that accepts and closes what it cannot serve,
+        // like select past FD_SETSIZE): left out like a failed connect, never retried in a loop.
+        close_conn(c);
+        ++setup_failures;
+        c.st = St::unused;
+        connect_error = "closed by the server before the load started";
+        return;
+    }
     ++errors[kind];
     close_conn(c);
     open_conn(c, now);
@@ -569,10 +578,20 @@ LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measur
     }
     for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
 
-    // Setup: every thread connects its share (bounded by connect_timeout_s).
-    while (sh.ready.load(std::memory_order_acquire) < spec.threads && !stop_requested(spec))
+    // Setup: every thread connects its share (bounded by connect_timeout_s; the extra margin
+    // only guards against a bug turning into a hang).
+    const auto setup_deadline = std::chrono::steady_clock::now() +
+                                std::chrono::duration<double>(spec.connect_timeout_s + 5.0);
+    bool setup_hung = false;
+    while (sh.ready.load(std::memory_order_acquire) < spec.threads && !stop_requested(spec)) {
+        if (std::chrono::steady_clock::now() > setup_deadline) {
+            setup_hung = true;
+            break;
+        }
         std::this_thread::sleep_for(kMainTick);
+    }
     r.interrupted = stop_requested(spec);
+    if (setup_hung) r.fatal = "connection set-up did not finish within connect_timeout_s + 5 s";
     int established = 0;
     std::string reason;
     for (const auto& w : workers) {
