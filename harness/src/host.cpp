@@ -124,6 +124,9 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
         dup2(in, 0);
         dup2(out[1], 1);
         if (err >= 0) dup2(err, 2);
+        // Only stdin, stdout and stderr: fds the runner inherited from its own parent (a shell,
+        // make) would otherwise be counted as the server's, once per forked child.
+        close_range(3, ~0U, 0);
         execv(argv[0], argv.data());
         dprintf(2, "cannot execute %s: %s\n", argv[0], strerror(errno));
         _exit(127);
