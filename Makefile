@@ -27,9 +27,9 @@ build: deps
 bench: build
 	@rc=0; $(CONCBENCH) run --profile $(PROFILE) || rc=$$?; \
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
-	$(PYTHON) scripts/plot.py results/latest && \
-	$(PYTHON) scripts/summary.py results/latest && \
-	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/" ; \
+	$(PYTHON) scripts/plot.py results/latest || exit $$?; \
+	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
+	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/"; \
 	exit $$rc
 
 plot:

@@ -31,5 +31,14 @@ fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# Never remove anything of the user's to make room (Debian 12: libboost1.81-dev conflicts with
+# libboost1.74-dev, which python3-matplotlib pulls in through scipy when installed with its
+# recommends): say what conflicts and stop instead.
+removals=$(apt-get install -s --no-install-recommends "${missing[@]}" 2>/dev/null | awk '/^Remv /{print $2}' | tr '\n' ' ')
+if [[ -n $removals ]]; then
+  echo "deps: installing ${missing[*]} would remove: $removals" >&2
+  echo "deps: not done. Resolve the conflict by hand (e.g. apt-get remove those first), then make again." >&2
+  exit 1
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "deps: installed"
