@@ -25,6 +25,7 @@
 #include <ctime>
 #include <unordered_set>
 
+#include "blocking.hpp"
 #include "server.hpp"
 
 using namespace concbench;
@@ -33,61 +34,7 @@ using namespace std::chrono;
 namespace {
 
 constexpr ModelTraits kTraits{"fork", false, 1};
-constexpr std::size_t kReadBuffer = 16 * 1024;  // on the child's stack
 constexpr seconds kStopGrace{4};
-
-// SIGCHLD through a signalfd, so that the parent's poll also wakes when a child ends.
-int child_signal_fd() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) fatal("sigprocmask: %s", strerror(errno));
-    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0) fatal("signalfd: %s", strerror(errno));
-    return fd;
-}
-
-// Takes every child that has ended; their pids leave the set only now.
-void reap(int chldfd, std::unordered_set<pid_t>& children) {
-    signalfd_siginfo si;
-    while (read(chldfd, &si, sizeof si) == sizeof si) {
-    }
-    pid_t pid;
-    while ((pid = waitpid(-1, nullptr, WNOHANG)) > 0) children.erase(pid);
-}
-
-// SIGTERM to every child, then wait for them, at most kStopGrace; SIGKILL what is left.
-void stop_children(int chldfd, std::unordered_set<pid_t>& children) {
-    for (pid_t pid : children) kill(pid, SIGTERM);
-    auto deadline = steady_clock::now() + kStopGrace;
-    while (!children.empty()) {
-        auto left = duration_cast<milliseconds>(deadline - steady_clock::now()).count();
-        if (left <= 0) break;
-        pollfd p{chldfd, POLLIN, 0};
-        poll(&p, 1, static_cast<int>(left));
-        reap(chldfd, children);
-    }
-    if (children.empty()) return;
-    warn("%zu children still running %lld s after SIGTERM: killing them", children.size(),
-         static_cast<long long>(kStopGrace.count()));
-    for (pid_t pid : children) kill(pid, SIGKILL);
-    for (pid_t pid : children) waitpid(pid, nullptr, 0);
-    children.clear();
-}
-
-void serve(int fd, Proto proto, const ServerIdentity& id) {
-    std::unique_ptr<Session> session = make_session(proto, id);
-    char buf[kReadBuffer];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;  // reset by the peer
-        if (n == 0) session->peer_closed();
-        else session->feed(buf, static_cast<std::size_t>(n));
-        if (!write_outbox(fd, session->out())) break;
-        if (session->close_after_write()) break;
-    }
-}
 
 void warn_fork_failed(int err) {
     static time_t last = 0;
@@ -103,16 +50,15 @@ int main(int argc, char** argv) {
     ServerOptions opts = parse_options(argc, argv, kTraits);
     ServerIdentity id = identity(kTraits);
     int sigfd = stop_signal_fd();
-    int chldfd = child_signal_fd();
+    Children children;
     int lfd = listen_socket(opts);
     announce_listening(lfd);
 
-    std::unordered_set<pid_t> children;
-    pollfd pfd[3] = {{sigfd, POLLIN, 0}, {chldfd, POLLIN, 0}, {lfd, POLLIN, 0}};
+    pollfd pfd[3] = {{sigfd, POLLIN, 0}, {children.signal_fd(), POLLIN, 0}, {lfd, POLLIN, 0}};
     for (;;) {
         if (poll(pfd, 3, -1) < 0 && errno != EINTR) fatal("poll: %s", strerror(errno));
         if (pfd[0].revents) break;  // SIGTERM or SIGINT
-        if (pfd[1].revents) reap(chldfd, children);
+        if (pfd[1].revents) children.reap();
         if (!(pfd[2].revents & POLLIN)) continue;
         // Take every pending connection before polling again (bounded, so signals are seen).
         for (int i = 0; i < 64; ++i) {
@@ -127,20 +73,20 @@ int main(int argc, char** argv) {
                 close(lfd);
                 close_reserve_fd();
                 close(sigfd);
-                close(chldfd);
+                children.forget_in_child();
                 sigset_t none;
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, nullptr);
-                serve(fd, opts.proto, id);
+                serve_blocking(fd, opts.proto, id);
                 close(fd);
                 _exit(0);
             }
             if (pid < 0) warn_fork_failed(errno);
-            else children.insert(pid);
+            else children.add(pid);
             close(fd);  // the parent's copy; the child holds the connection
         }
     }
     close(lfd);
-    stop_children(chldfd, children);
+    children.stop_all(kStopGrace);
     return 0;
 }

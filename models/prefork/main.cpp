@@ -26,6 +26,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "blocking.hpp"
 #include "server.hpp"
 
 using namespace concbench;
@@ -34,95 +35,35 @@ using namespace std::chrono;
 namespace {
 
 constexpr ModelTraits kTraits{"prefork", true, 64};
-constexpr std::size_t kReadBuffer = 16 * 1024;  // on each worker's stack
 constexpr seconds kStopGrace{4};
 constexpr int kRetryForkMs = 1000;
-
-// SIGCHLD through a signalfd, so that the parent's poll also wakes when a worker ends.
-int child_signal_fd() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) fatal("sigprocmask: %s", strerror(errno));
-    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (fd < 0) fatal("signalfd: %s", strerror(errno));
-    return fd;
-}
-
-// Takes every worker that has ended; their pids leave the set only now.
-void reap(int chldfd, std::unordered_set<pid_t>& workers) {
-    signalfd_siginfo si;
-    while (read(chldfd, &si, sizeof si) == sizeof si) {
-    }
-    pid_t pid;
-    int status;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        workers.erase(pid);
-        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
-            warn("worker %d killed by signal %d (%s): replacing it", static_cast<int>(pid),
-                 WTERMSIG(status), strsignal(WTERMSIG(status)));
-    }
-}
-
-// SIGTERM to every worker, then wait for them, at most kStopGrace; SIGKILL what is left.
-void stop_workers(int chldfd, std::unordered_set<pid_t>& workers) {
-    for (pid_t pid : workers) kill(pid, SIGTERM);
-    auto deadline = steady_clock::now() + kStopGrace;
-    while (!workers.empty()) {
-        auto left = duration_cast<milliseconds>(deadline - steady_clock::now()).count();
-        if (left <= 0) break;
-        pollfd p{chldfd, POLLIN, 0};
-        poll(&p, 1, static_cast<int>(left));
-        reap(chldfd, workers);
-    }
-    if (workers.empty()) return;
-    warn("%zu workers still running %lld s after SIGTERM: killing them", workers.size(),
-         static_cast<long long>(kStopGrace.count()));
-    for (pid_t pid : workers) kill(pid, SIGKILL);
-    for (pid_t pid : workers) waitpid(pid, nullptr, 0);
-    workers.clear();
-}
-
-void serve(int fd, Proto proto, const ServerIdentity& id) {
-    std::unique_ptr<Session> session = make_session(proto, id);
-    char buf[kReadBuffer];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;  // reset by the peer
-        if (n == 0) session->peer_closed();
-        else session->feed(buf, static_cast<std::size_t>(n));
-        if (!write_outbox(fd, session->out())) break;
-        if (session->close_after_write()) break;
-    }
-}
 
 // A worker's life: accept, serve, close, forever (a SIGTERM ends it).
 [[noreturn]] void worker(int lfd, Proto proto, const ServerIdentity& id) {
     for (;;) {
         int fd = accept_connection(lfd, false);  // blocks: the listening socket is blocking
         if (fd < 0) continue;                    // interrupted, aborted, or out of fds
-        serve(fd, proto, id);
+        serve_blocking(fd, proto, id);
         close(fd);
     }
 }
 
 // Forks workers until there are `want`. False, with errno, if fork failed (try again later).
-bool spawn_workers(std::unordered_set<pid_t>& workers, std::size_t want, int lfd, int sigfd,
-                   int chldfd, Proto proto, const ServerIdentity& id) {
+bool spawn_workers(Children& workers, std::size_t want, int lfd, int sigfd, Proto proto,
+                   const ServerIdentity& id) {
     while (workers.size() < want) {
         pid_t pid = fork();
         if (pid < 0) return false;
         if (pid == 0) {
             // The worker: drop the parent's signal plumbing, take signals again.
             close(sigfd);
-            close(chldfd);
+            workers.forget_in_child();
             sigset_t none;
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, nullptr);
             worker(lfd, proto, id);
         }
-        workers.insert(pid);
+        workers.add(pid);
     }
     return true;
 }
@@ -133,34 +74,33 @@ int main(int argc, char** argv) {
     ServerOptions opts = parse_options(argc, argv, kTraits);
     ServerIdentity id = identity(kTraits);
     int sigfd = stop_signal_fd();
-    int chldfd = child_signal_fd();
+    Children workers;
     int lfd = listen_socket(opts);
     if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) & ~O_NONBLOCK) != 0)
         fatal("fcntl: %s", strerror(errno));
 
     auto want = static_cast<std::size_t>(opts.workers);
-    std::unordered_set<pid_t> workers;
-    if (!spawn_workers(workers, want, lfd, sigfd, chldfd, opts.proto, id)) {
+    if (!spawn_workers(workers, want, lfd, sigfd, opts.proto, id)) {
         int err = errno;
         std::size_t started = workers.size();
-        stop_workers(chldfd, workers);
+        workers.stop_all(kStopGrace);
         fatal("fork: %s: cannot start worker %zu of %zu", strerror(err), started + 1, want);
     }
     announce_listening(lfd);
 
     bool complete = true;
-    pollfd pfd[2] = {{sigfd, POLLIN, 0}, {chldfd, POLLIN, 0}};
+    pollfd pfd[2] = {{sigfd, POLLIN, 0}, {workers.signal_fd(), POLLIN, 0}};
     for (;;) {
         if (poll(pfd, 2, complete ? -1 : kRetryForkMs) < 0 && errno != EINTR)
             fatal("poll: %s", strerror(errno));
         if (pfd[0].revents) break;  // SIGTERM or SIGINT
-        if (pfd[1].revents) reap(chldfd, workers);
-        complete = spawn_workers(workers, want, lfd, sigfd, chldfd, opts.proto, id);
+        if (pfd[1].revents) workers.reap(true);  // a worker that died is replaced below
+        complete = spawn_workers(workers, want, lfd, sigfd, opts.proto, id);
         if (!complete)
             warn("fork: %s: %zu of %zu workers running, retrying in %d ms", strerror(errno),
                  workers.size(), want, kRetryForkMs);
     }
     close(lfd);
-    stop_workers(chldfd, workers);
+    workers.stop_all(kStopGrace);
     return 0;
 }

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "blocking.hpp"
 #include "server.hpp"
 
 using namespace concbench;
@@ -33,7 +34,6 @@ using namespace concbench;
 namespace {
 
 constexpr ModelTraits kTraits{"threadpool", true, 64};
-constexpr std::size_t kReadBuffer = 16 * 1024;  // on each worker's stack
 
 // The connections waiting for a worker, and the one each worker is serving. All under one lock:
 // a worker moves a connection from `queued` to its `active` slot, and closes it, holding it.
@@ -97,23 +97,9 @@ private:
     bool stopping_ = false;
 };
 
-void serve(int fd, Proto proto, const ServerIdentity& id) {
-    std::unique_ptr<Session> session = make_session(proto, id);
-    char buf[kReadBuffer];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;  // reset, or shut down by the server
-        if (n == 0) session->peer_closed();
-        else session->feed(buf, static_cast<std::size_t>(n));
-        if (!write_outbox(fd, session->out())) break;
-        if (session->close_after_write()) break;
-    }
-}
-
 void worker(Pool& pool, std::size_t w, Proto proto, const ServerIdentity& id) {
     for (int fd; (fd = pool.take(w)) >= 0;) {
-        serve(fd, proto, id);
+        serve_blocking(fd, proto, id);
         pool.release(w);
     }
 }

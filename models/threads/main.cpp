@@ -16,6 +16,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "blocking.hpp"
 #include "server.hpp"
 
 using namespace concbench;
@@ -23,7 +24,6 @@ using namespace concbench;
 namespace {
 
 constexpr ModelTraits kTraits{"threads", false, 1};
-constexpr std::size_t kReadBuffer = 16 * 1024;  // on each thread's stack
 
 // The open connections, so that shutdown can unblock their threads. A thread removes and
 // closes its fd under the lock, so shutdown() never touches a reused fd number.
@@ -51,17 +51,7 @@ struct Connections {
 };
 
 void serve(int fd, Proto proto, const ServerIdentity& id, Connections& conns) {
-    std::unique_ptr<Session> session = make_session(proto, id);
-    char buf[kReadBuffer];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) break;  // reset, or shut down by the server
-        if (n == 0) session->peer_closed();
-        else session->feed(buf, static_cast<std::size_t>(n));
-        if (!write_outbox(fd, session->out())) break;
-        if (session->close_after_write()) break;
-    }
+    serve_blocking(fd, proto, id);
     conns.close_fd(fd);
 }
 
