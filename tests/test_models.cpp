@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <string>
@@ -278,6 +279,10 @@ TEST_P(ModelTest, BadFlagIsOneLineAndExit2) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, ModelTest, testing::ValuesIn(model_names()),
-                         [](const auto& info) { return info.param; });
+                         [](const auto& info) {
+                             std::string name = info.param;  // gtest names allow no '-'
+                             std::replace(name.begin(), name.end(), '-', '_');
+                             return name;
+                         });
 
 }  // namespace
