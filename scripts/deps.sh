@@ -8,7 +8,7 @@ packages=(
   libgtest-dev libbenchmark-dev              # tests and micro-benchmarks
   node-llhttp                                # llhttp's C sources (HTTP parsing)
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev
-  liburing-dev libuv1-dev                    # the uring and libuv models
+  liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
   procps                                     # ps/pgrep used in diagnostics
 )
