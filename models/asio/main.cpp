@@ -193,7 +193,6 @@ int main(int argc, char** argv) {
         socklen_t len = sizeof ss;
         getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
         w->acceptor.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
-        if (opts.port == 0) opts.port = w->acceptor.local_endpoint().port();  // the others bind it too
         w->accept();
         workers.push_back(std::move(w));
     }

@@ -93,7 +93,7 @@ int stop_signal_fd() {
     return fd;
 }
 
-int listen_socket(const ServerOptions& opts, bool reuseport) {
+int listen_socket(ServerOptions& opts, bool reuseport) {
     sockaddr_storage ss{};
     socklen_t len;
     int family;
@@ -119,6 +119,12 @@ int listen_socket(const ServerOptions& opts, bool reuseport) {
     if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
         fatal("bind %s:%u: %s", opts.host.c_str(), opts.port, strerror(errno));
     if (listen(fd, SOMAXCONN) != 0) fatal("listen: %s", strerror(errno));
+    if (opts.port == 0) {
+        len = sizeof ss;
+        if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+            fatal("getsockname: %s", strerror(errno));
+        opts.port = ntohs(family == AF_INET ? s4->sin_port : s6->sin6_port);
+    }
     if (g_reserve_fd < 0) g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return fd;
 }

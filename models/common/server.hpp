@@ -35,8 +35,9 @@ ServerIdentity identity(const ModelTraits& traits);
 int stop_signal_fd();
 
 // A listening TCP socket on the options' host and port (SO_REUSEADDR; SO_REUSEPORT if asked),
-// non-blocking. Exits 2 with one line on failure.
-int listen_socket(const ServerOptions& opts, bool reuseport = false);
+// non-blocking. With port 0 it sets opts.port to the port it got, so that the listeners of
+// further workers (reuseport) bind the same one. Exits 2 with one line on failure.
+int listen_socket(ServerOptions& opts, bool reuseport = false);
 
 // Prints "listening <host>:<port>" on stdout and flushes: the server accepts from now on.
 void announce_listening(int listen_fd);

@@ -166,14 +166,6 @@ void Stop::on_ready(int) {
     wk->reactor.stop();
 }
 
-uint16_t bound_port(int fd) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) fatal("getsockname: %s", strerror(errno));
-    return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
-                                         : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -189,7 +181,6 @@ int main(int argc, char** argv) {
         w->opts = opts;
         w->id = identity(kTraits);
         w->listener.fd = listen_socket(opts, n > 1);
-        if (opts.port == 0) opts.port = bound_port(w->listener.fd);  // the others bind the same port
         w->listener.wk = w.get();
         w->stop.wk = w.get();
         w->stop.is_signalfd = i == 0;

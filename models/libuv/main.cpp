@@ -185,14 +185,6 @@ void run(Worker& w) {
     if (uv_loop_close(&w.loop) != 0) warn("uv_loop_close: handles left open");
 }
 
-uint16_t bound_port(int fd) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) fatal("getsockname: %s", strerror(errno));
-    return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
-                                         : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-}
-
 void check(int err, const char* what) {
     if (err != 0) fatal("%s: %s", what, uv_strerror(err));
 }
@@ -213,7 +205,6 @@ int main(int argc, char** argv) {
         check(uv_loop_init(&w->loop), "uv_loop_init");
         w->loop.data = w.get();
         int fd = listen_socket(opts, n > 1);
-        if (opts.port == 0) opts.port = bound_port(fd);  // the others bind the same port
         if (i == 0) listen_fd0 = fd;
         check(uv_tcp_init(&w->loop, &w->listener), "uv_tcp_init");
         w->listener.data = nullptr;

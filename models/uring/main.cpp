@@ -330,14 +330,6 @@ struct Worker {
     }
 };
 
-uint16_t bound_port(int fd) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) fatal("getsockname: %s", strerror(errno));
-    return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
-                                         : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -353,7 +345,6 @@ int main(int argc, char** argv) {
         w->opts = opts;
         w->id = identity(kTraits);
         w->listen_fd = listen_socket(opts, n > 1);
-        if (opts.port == 0) opts.port = bound_port(w->listen_fd);  // the others bind the same port
         w->is_signalfd = i == 0;
         w->stop_fd = i == 0 ? sigfd : stopfd;
         w->wake_fd = i == 0 ? stopfd : -1;
