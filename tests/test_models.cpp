@@ -18,6 +18,7 @@
 
 #include "concbench/host.hpp"
 #include "concbench/registry.hpp"
+#include "concbench/sampler.hpp"
 #include "concbench/workloads.hpp"
 
 using namespace concbench;
@@ -257,6 +258,46 @@ TEST_P(ModelTest, SurvivesRunningOutOfFds) {
         if (!served) std::this_thread::sleep_for(milliseconds(100));
     }
     EXPECT_TRUE(served) << "the server does not serve again after fds were freed";
+    expect_clean_stop(*s);
+}
+
+TEST_P(ModelTest, SurvivesClientsThatLeaveMidRequest) {
+    auto s = start("http");
+    ASSERT_TRUE(s);
+    auto serves = [&] {
+        Client c(s->port());
+        return c.fd >= 0 && c.send_all("GET / HTTP/1.1\r\n\r\n") && c.response().status == 200;
+    };
+    ASSERT_TRUE(serves());
+    std::this_thread::sleep_for(milliseconds(200));
+    const uint64_t fds_before = sample_tree(s->pid()).fds;
+    for (int i = 0; i < 300; ++i) {
+        Client c(s->port());
+        ASSERT_GE(c.fd, 0);
+        switch (i % 3) {
+            case 0:  // half a request, then a normal close
+                c.send_all("GET / HTTP/1.1\r\nHost: ");
+                break;
+            case 1: {  // half a request, then a reset
+                c.send_all("GET /bytes/100 HT");
+                linger l{1, 0};
+                setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+                break;
+            }
+            case 2:  // a large answer asked for and never read
+                c.send_all("GET /bytes/4194304 HTTP/1.1\r\n\r\n");
+                break;
+        }
+    }  // every Client closes here
+    EXPECT_TRUE(s->died().empty()) << "the server died";
+    EXPECT_TRUE(serves()) << "the server no longer answers";
+    // Everything those clients held is released: the tree's fds return to where they were.
+    uint64_t fds_after = 0;
+    for (int i = 0; i < 50; ++i) {
+        std::this_thread::sleep_for(milliseconds(100));
+        if ((fds_after = sample_tree(s->pid()).fds) <= fds_before) break;
+    }
+    EXPECT_LE(fds_after, fds_before) << "fds leaked by clients that left mid-request";
     expect_clean_stop(*s);
 }
 
