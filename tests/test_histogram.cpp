@@ -50,7 +50,8 @@ void check_against_samples(std::vector<uint64_t> samples) {
 
     for (double p : kPercentiles) expect_close(h.percentile_ns(p), exact_percentile(samples, p), p);
     uint64_t previous = 0;
-    for (const auto& point : h.spectrum_json()["percentiles"]) {
+    const auto spectrum = h.spectrum_json();  // not a temporary: the loop borrows from it
+    for (const auto& point : spectrum["percentiles"]) {
         const double p = point[0].get<double>();
         const auto reported = static_cast<uint64_t>(std::llround(point[1].get<double>() * 1000));
         expect_close(reported, exact_percentile(samples, p), p);
