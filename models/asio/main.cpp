@@ -206,15 +206,6 @@ int main(int argc, char** argv) {
         for (auto& w : workers) asio::post(w->ctx, [w = w.get()] { w->shutdown(); });
     });
 
-    // Worker 0 runs on the main thread (with one worker, the only thread); the others get one each.
-    std::vector<std::thread> threads;
-    try {
-        for (int i = 1; i < n; ++i) threads.emplace_back([w = workers[i].get()] { w->ctx.run(); });
-    } catch (const std::system_error& e) {
-        fatal("cannot start worker %zu: %s", threads.size() + 1, e.what());
-    }
-    announce_listening(workers[0]->acceptor.native_handle());
-    workers[0]->ctx.run();
-    for (auto& t : threads) t.join();
+    run_workers(n, workers[0]->acceptor.native_handle(), [&](int i) { workers[i]->ctx.run(); });
     return 0;
 }

@@ -19,6 +19,9 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 namespace concbench {
 namespace {
@@ -153,6 +156,18 @@ void announce_listening(int listen_fd) {
 void close_reserve_fd() {
     if (g_reserve_fd >= 0) close(g_reserve_fd);
     g_reserve_fd = -1;
+}
+
+void run_workers(int n, int listen_fd, const std::function<void(int)>& run) {
+    std::vector<std::thread> threads;
+    try {
+        for (int i = 1; i < n; ++i) threads.emplace_back(run, i);
+    } catch (const std::system_error& e) {
+        fatal("cannot start worker %zu: %s", threads.size() + 1, e.what());
+    }
+    announce_listening(listen_fd);
+    run(0);
+    for (auto& t : threads) t.join();
 }
 
 int accept_connection(int listen_fd, bool nonblocking) {

@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "concbench/session.hpp"
@@ -41,6 +42,11 @@ int listen_socket(ServerOptions& opts, bool reuseport = false);
 
 // Prints "listening <host>:<port>" on stdout and flushes: the server accepts from now on.
 void announce_listening(int listen_fd);
+
+// The N-worker layout (nginx's): starts run(1) .. run(n-1) on threads of their own, announces
+// `listen_fd`, runs run(0) on the calling thread (with one worker, the only thread), and returns
+// once every worker has returned. A thread that cannot be started is fatal (exit 2).
+void run_workers(int n, int listen_fd, const std::function<void(int)>& run);
 
 // accept4() that survives fd exhaustion: on EMFILE/ENFILE it frees a reserved fd, accepts and
 // closes the pending connection (the client sees a clean close instead of a hang, and the

@@ -191,15 +191,6 @@ int main(int argc, char** argv) {
         workers.push_back(std::move(w));
     }
 
-    // Worker 0 runs on the main thread (with one worker, the only thread); the others get one each.
-    std::vector<std::thread> threads;
-    try {
-        for (int i = 1; i < n; ++i) threads.emplace_back([w = workers[i].get()] { w->run(); });
-    } catch (const std::system_error& e) {
-        fatal("cannot start worker %zu: %s", threads.size() + 1, e.what());
-    }
-    announce_listening(workers[0]->listener.fd);
-    workers[0]->run();
-    for (auto& t : threads) t.join();
+    run_workers(n, workers[0]->listener.fd, [&](int i) { workers[i]->run(); });
     return 0;
 }

@@ -222,15 +222,6 @@ int main(int argc, char** argv) {
         workers.push_back(std::move(w));
     }
 
-    // Worker 0 runs on the main thread (with one worker, the only thread); the others get one each.
-    std::vector<std::thread> threads;
-    try {
-        for (int i = 1; i < n; ++i) threads.emplace_back([w = workers[i].get()] { run(*w); });
-    } catch (const std::system_error& e) {
-        fatal("cannot start worker %zu: %s", threads.size() + 1, e.what());
-    }
-    announce_listening(listen_fd0);
-    run(*workers[0]);
-    for (auto& t : threads) t.join();
+    run_workers(n, listen_fd0, [&](int i) { run(*workers[i]); });
     return 0;
 }

@@ -353,18 +353,9 @@ int main(int argc, char** argv) {
     // A SINGLE_ISSUER ring belongs to the thread that creates it: each worker sets up its own.
     // Worker 0's ring is made here first, so a kernel without io_uring fails before any thread.
     workers[0]->setup_ring();
-    std::vector<std::thread> threads;
-    try {
-        for (int i = 1; i < n; ++i)
-            threads.emplace_back([w = workers[i].get()] {
-                w->setup_ring();
-                w->run();
-            });
-    } catch (const std::system_error& e) {
-        fatal("cannot start worker %zu: %s", threads.size() + 1, e.what());
-    }
-    announce_listening(workers[0]->listen_fd);
-    workers[0]->run();
-    for (auto& t : threads) t.join();
+    run_workers(n, workers[0]->listen_fd, [&](int i) {
+        if (i > 0) workers[i]->setup_ring();
+        workers[i]->run();
+    });
     return 0;
 }
