@@ -167,8 +167,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     for (const auto& m : p.models) {
         const ModelInfo* mi = find_model(registry, m);
         if (!mi->built)
-            throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; run make build)",
-                                                 p.path, m, mi->binary_path));
+            throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; {})",
+                                                 p.path, m, mi->binary_path, mi->how_to_build()));
     }
     if (p.client_threads == 0) p.client_threads = static_cast<int>(p.client_cpus.size());
     return p;

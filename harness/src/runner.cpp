@@ -2,6 +2,7 @@
 #include "concbench/runner.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "concbench/host.hpp"
+#include "concbench/launch.hpp"
 #include "concbench/loadgen.hpp"
 #include "concbench/profile.hpp"
 #include "concbench/registry.hpp"
@@ -149,19 +151,19 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
         return out;
     }
 
-    ServerCommand cmd;
-    cmd.binary = model.binary_path;
-    cmd.args = {"--proto", proto_name(w->proto), "--host", "127.0.0.1", "--port", "0"};
-    if (int n = p.workers_for(model)) {
-        cmd.args.push_back("--workers");
-        cmd.args.push_back(std::to_string(n));
-        j["workers"] = n;
-    }
-    cmd.cpus = p.server_cpus;
-    cmd.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
+    LaunchOptions lo;
+    lo.proto = proto_name(w->proto);
+    lo.workers = p.workers_for(model);
+    if (lo.workers) j["workers"] = lo.workers;
+    lo.cpus = p.server_cpus;
+    lo.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
+    lo.work_dir = (dir / "servers" / cell.stem()).string();  // a reference server's own files
+    lo.docroot = (dir / "docroot").string();
+    lo.raise_nofile = true;
+    if (model.reference) j["reference"] = {{"dir", lo.work_dir}};
     std::string err;
-    auto server = ServerProcess::start(cmd, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)),
-                                       err, &g_interrupted);
+    auto server = launch_server(model, lo, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
+                                &g_interrupted);
     if (!server) {
         out.interrupted = g_interrupted;
         j["error"] = "server did not start: " + err;
@@ -248,7 +250,7 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
                      {"describe", stop.describe()}};
 
     if (!r.fatal.empty()) j["error"] = r.fatal;
-    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(cmd.log_path) + ")";
+    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(lo.log_path) + ")";
     else if (out.interrupted) j["error"] = "interrupted";
     else if (!stop.clean()) j["error"] = "server broke the shutdown contract: " + stop.describe();
     else if (r.requests == 0) j["error"] = "no request was answered correctly";
@@ -325,9 +327,19 @@ int run_profile(const RunOptions& o) {
         dir = fs::path(o.results_root) / run_id;
         fs::create_directories(dir);
         std::ofstream(dir / "profile.toml") << p.text;
-        write_json_file((dir / "meta.json").string(), make_meta(run_id, p));
+        json meta = make_meta(run_id, p);
+        // The reference servers' versions and effective settings (Apache's MPM defaults of Debian).
+        for (const auto& name : p.models)
+            if (const ModelInfo* m = find_model(registry, name); m && m->reference)
+                meta["reference_servers"][name] = reference_meta(*m, p.workers_for(*m));
+        write_json_file((dir / "meta.json").string(), meta);
     }
-    for (const char* sub : {"logs", "hist", "series"}) fs::create_directories(dir / sub);
+    for (const char* sub : {"logs", "hist", "series", "servers", "docroot"}) fs::create_directories(dir / sub);
+    // The client holds as many connections as the profile asks for: one fd each, up to the hard limit.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     point_latest(o.results_root, run_id);
     const std::string jsonl = (dir / "results.jsonl").string();
 
