@@ -24,9 +24,12 @@ int cmd_list() {
         fmt::print(stderr, "concbench: {}\n", e.what());
         return 2;
     }
-    fmt::print("{:<12} {:<11} {:<6} {}\n", "MODEL", "MECHANISM", "BUILT", "STRUCTURE");
+    std::size_t w = 12;
+    for (const auto& m : reg) w = std::max(w, m.name.size() + 1);
+    fmt::print("{:<{}} {:<11} {:<6} {}\n", "MODEL", w, "MECHANISM", "BUILT", "STRUCTURE");
     for (const auto& m : reg)
-        fmt::print("{:<12} {:<11} {:<6} {}\n", m.name, m.mechanism, m.built ? "yes" : "no", m.structure);
+        fmt::print("{:<{}} {:<11} {:<6} {}\n", m.name, w, m.mechanism,
+                   m.built ? "yes" : "no (" + m.how_to_build() + ")", m.structure);
     fmt::print("\nworkloads: ");
     for (const auto& w : all_workloads()) fmt::print("{} ", w.name);
     fmt::print("\n");

@@ -336,9 +336,18 @@ int run_profile(const RunOptions& o) {
     }
     for (const char* sub : {"logs", "hist", "series", "servers", "docroot"}) fs::create_directories(dir / sub);
     // The client holds as many connections as the profile asks for: one fd each, up to the hard limit.
-    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        int most = *std::max_element(p.connections.begin(), p.connections.end());
+        if (rl.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(most) + 64 > rl.rlim_cur)
+            fmt::print(stderr,
+                       "concbench: warning: open files are limited to {} (hard limit), fewer than {} "
+                       "connections need on each side: cells that large will establish fewer (raise "
+                       "`ulimit -Hn`)\n", rl.rlim_cur, most + 64);
     }
     point_latest(o.results_root, run_id);
     const std::string jsonl = (dir / "results.jsonl").string();
