@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The runner end to end with the real binaries: a tiny run (2 models x 2 connection counts), its
 # files and numbers; Ctrl-C in the middle of a longer run (exit 130, finished cells kept, no
-# server left behind) and --resume to finish it; bad inputs exit 2 with one clear line.
+# server left behind) and --resume to finish it; a real nginx cell and Ctrl-C during a real
+# Apache cell; bad inputs exit 2 with one clear line.
 # Usage: runner_test.sh [BUILD_DIR]   (default: ../build next to this script)
 set -u
 BUILD="${1:-$(dirname "$0")/../build}"
@@ -252,6 +253,60 @@ rc=$?
 check "unknown key exits 2 (got $rc)" test "$rc" -eq 2
 check "unknown key: stderr has file:line ($(cat "$tmp/err5"))" grep -qF "$tmp/badkey.toml:4:" "$tmp/err5"
 check "unknown key: stderr names the key" grep -qF "durration_s" "$tmp/err5"
+
+# ---------------------------------------------------------------- reference servers: nginx, Apache
+# A real nginx cell runs and records the server's version; Ctrl-C during an Apache cell leaves no
+# process of Apache's group behind (its children included).
+cat >"$tmp/ref.toml" <<'EOF'
+name = "ref"
+models = ["nginx", "apache-prefork"]
+workloads = ["hello"]
+connections = [10]
+repetitions = 1
+warmup_s = 0.5
+duration_s = 4
+EOF
+ref_res="$tmp/ref-results"
+chmod 755 "$tmp"   # the servers' workers run as www-data when we are root: they must reach their files
+"$CB" run --profile "$tmp/ref.toml" --results "$ref_res" >"$tmp/out8" 2>"$tmp/err8" &
+bg_pid=$!
+apache_pgid=""
+deadline=$((SECONDS + 40))
+while [ -z "$apache_pgid" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
+    for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
+        [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] && apache_pgid=$c
+    done
+    sleep 0.1
+done
+check "an apache2 server of the run was seen" test -n "$apache_pgid"
+sleep 1.5   # into the cell's load: the parent has forked its children
+in_group() { ps -eo pgid=,stat= | awk -v g="${apache_pgid:--1}" '$1 == g && $2 !~ /^Z/' | wc -l; }
+kids=$(in_group)
+check "apache's group has its children ($kids processes)" test "$kids" -gt 1
+kill -INT "$bg_pid" 2>/dev/null
+deadline=$((SECONDS + 30))
+while kill -0 "$bg_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+wait "$bg_pid"
+rc=$?
+bg_pid=""
+check "interrupted reference run exits 130 (got $rc: $(tail -c 300 "$tmp/err8"))" test "$rc" -eq 130
+left=$(in_group)
+check "no process of apache's group is left after Ctrl-C ($left)" test "$left" -eq 0
+pycheck "nginx cell and meta" "$ref_res/latest" <<'EOF'
+import json, sys, os
+d = sys.argv[1]
+lines = [json.loads(l) for l in open(os.path.join(d, "results.jsonl"))]
+ng = [j for j in lines if j["model"] == "nginx"]
+print(("PASS" if ng and ng[0]["status"] == "ok" else "FAIL") + f" nginx cell ok: {ng[0]['status'] if ng else None} {ng[0].get('error') if ng else ''}")
+print(("PASS" if ng and ng[0]["mechanism"] == "reference" and ng[0]["requests"] > 0 else "FAIL") + " nginx answered")
+m = json.load(open(os.path.join(d, "meta.json")))
+v = m.get("reference_servers", {}).get("nginx", {}).get("version", "")
+print(("PASS" if "nginx/" in v else "FAIL") + f" meta records nginx's version: {v!r}")
+s = m.get("reference_servers", {}).get("apache-prefork", {}).get("settings", {})
+print(("PASS" if s.get("workers") == 150 and s.get("StartServers") == "5" else "FAIL") + f" meta records Apache's MPM settings: {s}")
+conf = open(os.path.join(d, "servers", "nginx_hello_c10_r1", "nginx.conf")).read()
+print(("PASS" if "listen 127.0.0.1:" in conf and "@" not in conf.split("http {")[1] else "FAIL") + " nginx.conf rendered, loopback only")
+EOF
 
 timeout -k 5 20 "$CB" run --bogus >/dev/null 2>"$tmp/err6"
 rc=$?
