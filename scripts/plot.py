@@ -227,6 +227,7 @@ def stop_reason(row):
         err = str(row.get("error") or "failed")
         for key, short in (("did not start", "server did not start"), ("died", "server died"),
                            ("shutdown contract", "unclean stop"), ("no request was answered", "no answer"),
+                           ("set-up did not finish", "connections not set up in time"),
                            ("interrupted", "interrupted")):
             if key in err:
                 return short
@@ -275,6 +276,8 @@ def classic_chart(rows, metric, colours, sub, out):
                     ax.plot([x], [y], marker="x", markersize=11, color="red", markeredgewidth=2, linestyle="none")
                     starved_any = True
             values += ys
+        else:  # not one count reached: still named in the legend, its reason below the chart
+            ax.plot([], [], color=colour, linestyle=ls, marker=marker, label=f"{model} (no point)")
         if stop_at is not None:
             stops.append((model, xs[-1] if xs else None, ys[-1] if ys else None, stop_at, reason, colour))
     positive = [v for v in values if v > 0]
