@@ -241,7 +241,7 @@ def stop_reason(row):
 def classic_chart(rows, metric, colours, sub, out):
     """One classic chart; returns the paths written."""
     slug, title, ylabel, getter = metric
-    fig, ax = plt.subplots(figsize=(11, 6.5))
+    fig, ax = plt.subplots(figsize=(13, 7))
     by_model = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by_model[r["model"]][r["connections"]].append(r)
@@ -285,16 +285,15 @@ def classic_chart(rows, metric, colours, sub, out):
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0)
-    # Where a line stops: an end mark on its last point and the reason beside it.
+    # Where a line stops: an end mark and a number on its last point; the numbered reasons are
+    # listed beside the chart (labels written at the points would pile up where lines end together).
     notes = []
-    for i, (model, x, y, at, reason, colour) in enumerate(stops):
-        text = f"{model}: stops before {at:,} — {reason}"
-        notes.append(text)
+    for i, (model, x, y, at, reason, colour) in enumerate(stops, 1):
+        notes.append(f"{i}. {model}: no line at {at:,} — {reason}")
         if x is not None:
-            ax.plot([x], [y], marker="|", markersize=18, color=colour, markeredgewidth=3, linestyle="none")
-            ax.annotate(f"{model} ■ {at:,}: {reason}", (x, y), xytext=(8, -12 - 11 * (i % 3)),
-                        textcoords="offset points", fontsize=7.5, color=colour,
-                        arrowprops=dict(arrowstyle="-", color=colour, lw=0.6))
+            ax.plot([x], [y], marker="|", markersize=16, color=colour, markeredgewidth=3, linestyle="none")
+            ax.annotate(str(i), (x, y), xytext=(6, 3 + 9 * (i % 2)), textcoords="offset points",
+                        fontsize=8, fontweight="bold", color=colour)
     ax.set_xscale("log")
     ax.set_xticks(conns_all)
     ax.set_xticklabels([f"{c:,}" for c in conns_all])
@@ -310,14 +309,15 @@ def classic_chart(rows, metric, colours, sub, out):
                               label="red ×: some connections got no answer"))
     if stops:
         handles.append(Line2D([], [], color="black", marker="|", markersize=12, markeredgewidth=3,
-                              linestyle="none", label="| : line stops (reason beside it)"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), framealpha=0.9)
+                              linestyle="none", label="|n: the line stops here (reason n below)"))
+    leg = ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), framealpha=0.9)
+    if notes:
+        ax.add_artist(leg)
+        ax.text(1.01, 0.0, "where lines stop:\n" + "\n".join(notes), transform=ax.transAxes, fontsize=7.5,
+                color="firebrick", ha="left", va="bottom", linespacing=1.4)
     fig.suptitle(title, fontsize=13)
     ax.set_title(sub, fontsize=8, color="dimgrey")
-    if notes:
-        fig.text(0.01, 0.01, "stops: " + "; ".join(notes), fontsize=7, color="firebrick", ha="left",
-                 va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.05 if notes else 0, 1, 1))
+    fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):
         path = out / f"classic-{slug}.{ext}"
