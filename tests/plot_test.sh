@@ -86,6 +86,37 @@ mkdir -p "$tmp/empty" && echo 'garbage' >"$tmp/empty/results.jsonl"
 rc=$?
 check "no usable lines exits 2 (got $rc)" test "$rc" -eq 2
 
+# --classic: the two classic charts; a reference model drawn apart; where a line stops and why.
+"$PY" "$PLOT" "$res" --classic hello --out "$tmp/classic" >"$tmp/cstdout" 2>"$tmp/cstderr"
+rc=$?
+check "--classic exits 0 (got $rc: $(head -c 300 "$tmp/cstderr"))" test "$rc" -eq 0
+for metric in throughput pss; do
+    check "classic-$metric.png written" test -s "$tmp/classic/classic-$metric.png"
+    check "classic-$metric.svg written" test -s "$tmp/classic/classic-$metric.svg"
+done
+"$PY" "$PLOT" "$res" --classic no-such-workload --out "$tmp/classic2" >/dev/null 2>"$tmp/cerr"
+rc=$?
+check "--classic of a workload without cells exits 2 (got $rc)" test "$rc" -eq 2
+check "--classic error names the workload" grep -q "no-such-workload" "$tmp/cerr"
+"$PY" - "$(dirname "$PLOT")" >"$tmp/cunit" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import plot
+ok = lambda c, est: {"model": "m", "status": "ok", "connections": c, "connections_established": est}
+assert plot.stop_reason(ok(1000, 1000)) == "", "a fully connected cell reaches its count"
+assert plot.stop_reason(ok(1000, 960)) == "", "95 % connected still counts"
+assert plot.stop_reason(ok(10000, 1178)) == "only 1,178 of 10,000 connected", plot.stop_reason(ok(10000, 1178))
+assert plot.stop_reason({"status": "failed", "connections": 5, "error": "server did not start: x"}) == "server did not start"
+assert plot.stop_reason({"status": "failed", "connections": 5,
+                         "error": "connection set-up did not finish within connect_timeout_s + 5 s"}) == "connections not set up in time"
+st = plot.styles([{"model": "nginx", "mechanism": "reference"}, {"model": "epoll", "mechanism": "readiness"}])
+assert st["nginx"][2] and not st["epoll"][2], st
+assert st["nginx"][0] in plot.REFERENCE_COLOURS and st["epoll"][0] not in plot.REFERENCE_COLOURS, st
+assert st["nginx"][1] != "o" and st["epoll"][1] == "o", st
+print("ok")
+EOF
+check "stop reasons and reference styles ($(tail -c 300 "$tmp/cunit"))" grep -qx ok "$tmp/cunit"
+
 # summary.py: the same run as a Markdown table.
 SUMMARY="$(dirname "$0")/../scripts/summary.py"
 "$PY" "$SUMMARY" "$res" --connections 1000 >"$tmp/summary" 2>&1
