@@ -63,6 +63,10 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
     app.add_option("--host", o.host, "address to listen on (an IP literal)");
     app.add_option("--port", o.port, "port to listen on; 0 picks a free one")
         ->check(CLI::Range(0, 65535));
+    std::string backend;
+    app.add_option("--backend", backend, "HOST:PORT of the server fan-out calls go to");
+    app.add_option("--docroot", o.docroot, "directory /file/NAME is served from")
+        ->check(CLI::ExistingDirectory);
     if (traits.has_workers)
         app.add_option("--workers", o.workers, "worker count")->check(CLI::Range(1, 4096));
     try {
@@ -73,6 +77,18 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
         fatal("%s (see --help)", e.what());
     }
     parse_proto(proto, o.proto);
+    if (!backend.empty()) {
+        std::size_t colon = backend.rfind(':');
+        unsigned long port = 0;
+        char* end = nullptr;
+        if (colon != std::string::npos) port = std::strtoul(backend.c_str() + colon + 1, &end, 10);
+        in_addr a;
+        if (colon == std::string::npos || !end || *end || port == 0 || port > 65535 ||
+            inet_pton(AF_INET, backend.substr(0, colon).c_str(), &a) != 1)
+            fatal("--backend: '%s' is not IPv4-ADDRESS:PORT", backend.c_str());
+        o.backend_host = backend.substr(0, colon);
+        o.backend_port = static_cast<uint16_t>(port);
+    }
     in6_addr a6;
     in_addr a4;
     if (inet_pton(AF_INET, o.host.c_str(), &a4) != 1 && inet_pton(AF_INET6, o.host.c_str(), &a6) != 1)

@@ -16,6 +16,9 @@ struct ServerOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
     int workers = 1;
+    std::string backend_host;  // --backend H:P: where fan-out calls go ("" = not given: 502)
+    uint16_t backend_port = 0;
+    std::string docroot;       // --docroot DIR: where /file/NAME is read from ("" = 404)
 };
 
 struct ModelTraits {
