@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -219,6 +220,28 @@ int accept_connection(int listen_fd, bool nonblocking) {
     }
     if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) errno = EAGAIN;
     return -1;
+}
+
+int open_docroot_file(const ServerOptions& opts, const std::string& name, long long& size) {
+    if (opts.docroot.empty()) return -1;
+    std::string path = opts.docroot + "/" + name;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    size = static_cast<long long>(st.st_size);
+    return fd;
+}
+
+bool backend_address(const ServerOptions& opts, sockaddr_in& addr) {
+    if (opts.backend_host.empty()) return false;
+    addr = sockaddr_in{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(opts.backend_port);
+    return inet_pton(AF_INET, opts.backend_host.c_str(), &addr.sin_addr) == 1;
 }
 
 bool write_outbox(int fd, Outbox& out) {
