@@ -219,6 +219,14 @@ std::unique_ptr<ServerProcess> launch_server(const ModelInfo& m, const LaunchOpt
     ServerCommand cmd;
     cmd.binary = m.binary_path;
     cmd.args = {"--proto", o.proto, "--host", o.host, "--port", std::to_string(o.port)};
+    if (!o.backend.empty()) {
+        cmd.args.push_back("--backend");
+        cmd.args.push_back(o.backend);
+    }
+    if (!o.docroot.empty() && o.docroot_flag) {
+        cmd.args.push_back("--docroot");
+        cmd.args.push_back(o.docroot);
+    }
     if (o.workers > 0 && m.workers > 0) {
         cmd.args.push_back("--workers");
         cmd.args.push_back(std::to_string(o.workers));

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
 #include "concbench/launch.hpp"
 #include "concbench/loadgen.hpp"
@@ -54,7 +55,7 @@ std::vector<Cell> plan(const Profile& p) {
     std::vector<Cell> cells;
     for (int r = 1; r <= p.repetitions; ++r)
         for (const auto& w : p.workloads)
-            for (int c : p.connections)
+            for (int c : p.connections_of(w))
                 for (const auto& m : p.models) cells.push_back({m, w, c, r});
     return cells;
 }
@@ -131,7 +132,7 @@ struct CellRun {
 };
 
 CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
-                 const std::string& run_id, const fs::path& dir) {
+                 const std::vector<ModelInfo>& registry, const std::string& run_id, const fs::path& dir) {
     CellRun out;
     json& j = out.line;
     j["schema"] = kResultsSchema;
@@ -151,17 +152,41 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
         return out;
     }
 
+    // A fan-out's backend: a server of its own on the client's CPUs, so its work is not charged
+    // to the model measured, started fresh for the cell.
+    std::unique_ptr<ServerProcess> backend;
+    std::string err;
+    if (w->needs_backend) {
+        const ModelInfo* bm = find_model(registry, p.backend);
+        ServerCommand bc;
+        bc.binary = bm->binary_path;
+        bc.args = {"--proto", "http", "--host", "127.0.0.1", "--port", "0"};
+        bc.cpus = p.client_cpus;
+        bc.log_path = (dir / "logs" / (cell.stem() + ".backend.log")).string();
+        backend = ServerProcess::start(bc, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
+                                       &g_interrupted);
+        if (!backend) {
+            out.interrupted = g_interrupted;
+            j["error"] = "the fan-out backend (" + p.backend + ") did not start: " + err;
+            return out;
+        }
+        j["backend"] = {{"model", p.backend}, {"cpus", p.client_cpus}};
+    }
+
     LaunchOptions lo;
     lo.proto = proto_name(w->proto);
     lo.workers = p.workers_for(model);
     if (lo.workers) j["workers"] = lo.workers;
+    if (backend) lo.backend = fmt::format("{}:{}", backend->host(), backend->port());
+    // The run's docroot: given to our models for the file workloads (--docroot), and always the
+    // /file/ directory of a reference server's configuration.
+    lo.docroot = fs::absolute(dir / "docroot").string();
+    lo.docroot_flag = !w->file_name.empty();
     lo.cpus = p.server_cpus;
     lo.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
     lo.work_dir = (dir / "servers" / cell.stem()).string();  // a reference server's own files
-    lo.docroot = (dir / "docroot").string();
     lo.raise_nofile = true;
     if (model.reference) j["reference"] = {{"dir", lo.work_dir}};
-    std::string err;
     auto server = launch_server(model, lo, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
                                 &g_interrupted);
     if (!server) {
@@ -342,12 +367,24 @@ int run_profile(const RunOptions& o) {
             setrlimit(RLIMIT_NOFILE, &rl);
             getrlimit(RLIMIT_NOFILE, &rl);
         }
-        int most = *std::max_element(p.connections.begin(), p.connections.end());
+        int most = 0;
+        for (const auto& wname : p.workloads)
+            for (int c : p.connections_of(wname)) most = std::max(most, c);
         if (rl.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(most) + 64 > rl.rlim_cur)
             fmt::print(stderr,
                        "concbench: warning: open files are limited to {} (hard limit), fewer than {} "
                        "connections need on each side: cells that large will establish fewer (raise "
                        "`ulimit -Hn`)\n", rl.rlim_cur, most + 64);
+    }
+    // The files the profile's file workloads ask for, made once per run (pattern bytes, so the
+    // client checks every byte without reading them).
+    for (const auto& wname : p.workloads) {
+        const Workload* w = find_workload(wname);
+        std::string err;
+        if (!w->file_name.empty() && !write_docroot_file((dir / "docroot").string(), *w, err)) {
+            fmt::print(stderr, "concbench: {}\n", err);
+            return 2;
+        }
     }
     point_latest(o.results_root, run_id);
     const std::string jsonl = (dir / "results.jsonl").string();
@@ -382,7 +419,7 @@ int run_profile(const RunOptions& o) {
                    cell.workload, cell.connections, cell.repetition, human_duration(per * (todo - ran)));
         std::fflush(stdout);
         const ModelInfo* m = find_model(registry, cell.model);
-        CellRun cr = run_cell(cell, p, *m, run_id, dir);
+        CellRun cr = run_cell(cell, p, *m, registry, run_id, dir);
         if (cr.interrupted) {
             fmt::print("interrupted\n");
             break;

@@ -25,6 +25,8 @@ struct LaunchOptions {
     std::string log_path;            // the server's stderr (and a reference server's stdout)
     std::string work_dir;            // a reference server's configuration, pid, logs, temp files
     std::string docroot;             // served as /file/NAME ("" = an empty work_dir/docroot)
+    bool docroot_flag = true;        // our models: pass --docroot (when docroot is set)
+    std::string backend;             // our models: --backend HOST:PORT for the fan-out routes
     bool raise_nofile = false;       // soft RLIMIT_NOFILE to the hard limit in the server
 };
 
