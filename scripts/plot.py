@@ -13,7 +13,8 @@ markers, apart from our models' colours.
 --classic WORKLOAD also writes the two classic charts of that workload, classic-throughput.png
 and classic-pss.png: requests/s and server PSS against concurrent connections, one line per
 server, reference servers dashed; a line stops where its server stopped reaching the connection
-count (the cell failed, or too few connections were established), with the reason written there.
+count (the cell failed, fewer than 95 % of the connections were established, or — requests/s
+only — more than half of them got no answer in the window), with the reason beside the chart.
 """
 import argparse
 import json
@@ -212,16 +213,19 @@ def failure_note(fig, failed):
              ha="left", va="bottom", wrap=True)
 
 
-# The two classic charts: slug, title, y label, value getter.
+# The two classic charts: slug, title, y label, value getter, whether a count where most
+# connections got no answer ends the line. Requests/s there describe the few served, not the
+# count; memory is what the server costs while it holds them all, answered or not.
 CLASSIC = [
     ("throughput", "requests per second vs concurrent connections", "requests / s",
-     lambda r: _get(r, "throughput_rps")),
-    ("pss", "server memory (PSS, whole process tree) vs concurrent connections", "PSS (MiB)", _pss_mib),
+     lambda r: _get(r, "throughput_rps"), True),
+    ("pss", "server memory (PSS, whole process tree) vs concurrent connections", "PSS (MiB)", _pss_mib, False),
 ]
-REACHED = 0.95   # a count is reached when at least this share of its connections was established
+REACHED = 0.95       # a count is reached when at least this share of its connections was established
+STARVED_STOP = 0.5   # ... and at most this share of those got no answer at all in the window
 
 
-def stop_reason(row):
+def stop_reason(row, stop_on_starved=True):
     """Why a cell does not count as reaching its connection count, in a few words ('' if it does)."""
     if row.get("status", "ok") != "ok":
         err = str(row.get("error") or "failed")
@@ -235,12 +239,15 @@ def stop_reason(row):
     est, want = _get(row, "connections_established"), row["connections"]
     if est is not None and est < REACHED * want:
         return f"only {int(est):,} of {want:,} connected"
+    starved = _get(row, "fairness", "starved_connections") or 0
+    if stop_on_starved and est and starved > STARVED_STOP * est:  # connected, but most never answered: not served
+        return f"only {int(est - starved):,} of {want:,} answered"
     return ""
 
 
 def classic_chart(rows, metric, colours, sub, out):
     """One classic chart; returns the paths written."""
-    slug, title, ylabel, getter = metric
+    slug, title, ylabel, getter, stop_on_starved = metric
     fig, ax = plt.subplots(figsize=(13, 7))
     by_model = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -256,7 +263,7 @@ def classic_chart(rows, metric, colours, sub, out):
             cells = by_model[model].get(c, [])
             if not cells:
                 continue
-            reasons = [stop_reason(r) for r in cells]
+            reasons = [stop_reason(r, stop_on_starved) for r in cells]
             good = [r for r, why in zip(cells, reasons) if not why]
             vals = [v for v in (getter(r) for r in good) if v is not None]
             if not vals:

@@ -107,6 +107,11 @@ assert plot.stop_reason(ok(1000, 1000)) == "", "a fully connected cell reaches i
 assert plot.stop_reason(ok(1000, 960)) == "", "95 % connected still counts"
 assert plot.stop_reason(ok(10000, 1178)) == "only 1,178 of 10,000 connected", plot.stop_reason(ok(10000, 1178))
 assert plot.stop_reason({"status": "failed", "connections": 5, "error": "server did not start: x"}) == "server did not start"
+pool = ok(1000, 1000) | {"fairness": {"starved_connections": 936}}
+assert plot.stop_reason(pool) == "only 64 of 1,000 answered", plot.stop_reason(pool)
+assert plot.stop_reason(pool, stop_on_starved=False) == "", "memory of a held count is still drawn"
+some = ok(100, 100) | {"fairness": {"starved_connections": 36}}
+assert plot.stop_reason(some) == "", "a minority without answer is a red x, not a stop"
 assert plot.stop_reason({"status": "failed", "connections": 5,
                          "error": "connection set-up did not finish within connect_timeout_s + 5 s"}) == "connections not set up in time"
 st = plot.styles([{"model": "nginx", "mechanism": "reference"}, {"model": "epoll", "mechanism": "readiness"}])

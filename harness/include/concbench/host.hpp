@@ -40,7 +40,9 @@ struct StopReport {
 
 class ServerProcess {
 public:
-    // Starts the server and waits up to `ready_timeout` for it to be ready (see ServerCommand). On
+    // Starts the server and waits up to `ready_timeout` for it to be ready (see ServerCommand).
+    // The server gets SIGTERM if the calling thread ends first (PR_SET_PDEATHSIG): start servers
+    // from a thread that outlives them (the runner's and the tests' main thread). On
     // failure returns nullptr and sets `error` to one line (including the server's last stderr
     // line when it died). `interrupted`, if set during the wait, abandons it.
     static std::unique_ptr<ServerProcess> start(const ServerCommand& cmd,
