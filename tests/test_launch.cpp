@@ -79,7 +79,7 @@ config_name = "index.html"
 files = { "hello.txt" = "Hello, World!" }
 version = ["/usr/bin/python3", "--version"]
 package = "python3"
-readiness = "connect"
+readiness = "http"
 settings = { greeting = "hi" }
 [verify]
 skip = { echo = "HTTP only" }
@@ -124,7 +124,7 @@ TEST_F(ReferenceRegistry, RefusesAReferenceModelWithoutItsTableAndBadKeys) {
     expect_refused("[reference]", "[elsewhere]", "unknown key 'elsewhere'");
     expect_refused("mechanism = \"reference\"", "mechanism = \"blocking\"", "exactly when mechanism");
     expect_refused("config = \"index.html.in\"", "config = \"missing.in\"", "not found");
-    expect_refused("readiness = \"connect\"", "readiness = \"line\"", "not supported");
+    expect_refused("readiness = \"http\"", "readiness = \"line\"", "not supported");
     expect_refused("\"/usr/bin/python3\", \"-m\"", "\"python3\", \"-m\"", "absolute path");
     expect_refused("skip = {", "skop = {", "unknown key 'verify.skop'");
 }

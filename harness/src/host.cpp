@@ -211,8 +211,9 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
 }
 
 namespace {
-// One blocking connect to loopback: refused at once, or accepted into the backlog.
-bool can_connect(const std::string& host, uint16_t port) {
+// One blocking connect to loopback (refused at once, or accepted into the backlog); with a
+// probe, the probe is sent and the reply must begin with `expect` within a second.
+bool can_connect(const std::string& host, uint16_t port, const std::string& probe, const std::string& expect) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return false;
     sockaddr_in a{};
@@ -220,6 +221,20 @@ bool can_connect(const std::string& host, uint16_t port) {
     a.sin_port = htons(port);
     bool ok = inet_pton(AF_INET, host.c_str(), &a.sin_addr) == 1 &&
               connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    if (ok && !probe.empty()) {
+        timeval tv{1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        ok = send(fd, probe.data(), probe.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(probe.size());
+        std::string got;
+        char buf[256];
+        while (ok && got.size() < expect.size()) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) ok = false;
+            else got.append(buf, n);
+        }
+        ok = ok && got.compare(0, expect.size(), expect) == 0;
+    }
     close(fd);
     return ok;
 }
@@ -239,14 +254,15 @@ bool ServerProcess::wait_connectable(const ServerCommand& cmd, steady_clock::tim
             error = fmt::format("server exited before it was ready ({}){}{}", why, last.empty() ? "" : ": ", last);
             return false;
         }
-        if (can_connect(cmd.ready_host, cmd.ready_port)) {
+        if (can_connect(cmd.ready_host, cmd.ready_port, cmd.ready_probe, cmd.ready_expect)) {
             host_ = cmd.ready_host;
             port_ = cmd.ready_port;
             return true;
         }
         if (steady_clock::now() >= deadline) {
-            error = fmt::format("nothing accepted connections on {}:{} within {:.1f} s", cmd.ready_host,
-                                cmd.ready_port, ready_timeout.count() / 1000.0);
+            error = fmt::format("nothing {} on {}:{} within {:.1f} s",
+                                cmd.ready_probe.empty() ? "accepted connections" : "answered a request",
+                                cmd.ready_host, cmd.ready_port, ready_timeout.count() / 1000.0);
             return false;
         }
         std::this_thread::sleep_for(milliseconds(20));

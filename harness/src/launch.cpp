@@ -130,6 +130,10 @@ std::unique_ptr<ServerProcess> launch_reference(const ModelInfo& m, const Launch
         cmd.log_path = o.log_path;
         cmd.ready_host = o.host;
         cmd.ready_port = port;
+        if (ref.readiness == "http") {
+            cmd.ready_probe = "GET / HTTP/1.0\r\nHost: " + o.host + "\r\n\r\n";
+            cmd.ready_expect = "HTTP/1.";
+        }
         cmd.raise_nofile = o.raise_nofile;
         auto s = ServerProcess::start(cmd, ready_timeout, error, interrupted);
         if (s) return s;

@@ -120,9 +120,9 @@ ReferenceLaunch read_reference(const toml::table& r, const std::string& file, co
     if (r.contains("run_as")) ref.run_as = need_string(r, file, "run_as");
     if (r.contains("readiness")) {
         ref.readiness = need_string(r, file, "readiness");
-        if (ref.readiness != "connect")
+        if (ref.readiness != "connect" && ref.readiness != "http")
             bad(file, r["readiness"].node()->source(),
-                fmt::format("'reference.readiness' '{}' is not supported (valid: connect)", ref.readiness));
+                fmt::format("'reference.readiness' '{}' is not supported (valid: connect, http)", ref.readiness));
     }
     ref.settings = string_table(r, file, "settings", true);
     return ref;

@@ -19,9 +19,14 @@ struct ServerCommand {
     std::string log_path;            // the server's stderr goes here ("" = /dev/null)
     // Readiness: 0 = the server prints "listening <host>:<port>" on stdout (our models); else it
     // prints nothing (nginx, Apache: its stdout goes to log_path too) and is ready once a TCP
-    // connection to ready_host:ready_port succeeds.
+    // connection to ready_host:ready_port succeeds and, if ready_probe is set, the bytes it
+    // sends there are answered with a reply starting with ready_expect. (A bare connect only
+    // says listen() was called: Apache listens before it installs its signal handlers and forks
+    // its children.)
     std::string ready_host = "127.0.0.1";
     uint16_t ready_port = 0;
+    std::string ready_probe;
+    std::string ready_expect;
     // Raise the server's soft RLIMIT_NOFILE to the hard limit (a run holds 10,000 connections).
     // Off, it inherits ours: tests lower it to see a server run out of fds.
     bool raise_nofile = false;

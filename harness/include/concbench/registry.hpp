@@ -11,7 +11,7 @@ namespace concbench {
 // How a real server that the project does not build (mechanism "reference": nginx, Apache) is
 // launched, from the [reference] table of its model.toml. The runner writes `config` (a template
 // in the model's folder, @name@ placeholders) and `files` into the cell's own directory, runs
-// `command` in the foreground, and knows it is ready when a connection to its port succeeds.
+// `command` in the foreground, and knows it is ready by connecting to its port (`readiness`).
 struct ReferenceLaunch {
     std::vector<std::string> command;          // argv; command[0] an absolute path; @name@ placeholders
     std::string config_template;               // absolute path of the template
@@ -20,7 +20,9 @@ struct ReferenceLaunch {
     std::vector<std::string> version_command;  // prints the server's version (recorded in meta.json)
     std::string package;                       // the Debian package that installs command[0]
     std::string run_as;                        // user its workers run as when started by root
-    std::string readiness = "connect";         // the only kind: it prints no listening line
+    // It prints no listening line. "connect": ready when its port accepts; "http": when it
+    // answers `GET / HTTP/1.0` with any HTTP status line (listening is not yet serving).
+    std::string readiness = "connect";
     // Settings stated in the results and usable in the template as @name@ (e.g. Apache's MPM
     // defaults): name -> value as written.
     std::map<std::string, std::string> settings;
