@@ -74,8 +74,13 @@ constexpr uint64_t kTagMask = 15;
 
 struct Fanout;
 
-// The state of a connection's effects, made on its first effect (an idle connection has none).
-struct Effects {
+// What a connection needs beyond an idle keep-alive one, made the first time it needs any of it
+// (held input, a multi-segment send, an effect) and kept until it closes: an idle connection
+// carries only a Conn and its session.
+struct Extra {
+    std::string pending_in;     // bytes read while a send or an effect was pending
+    msghdr msg{};               // a multi-segment send's header and iovecs
+    iovec iov[kMaxIov];
     __kernel_timespec ts{};     // wait: the timeout SQE's relative time
     Fanout* fan = nullptr;      // fanout: the calls in progress (owned by the calls)
     int file_fd = -1;           // file: the open file while its bytes go out
@@ -91,12 +96,17 @@ struct alignas(16) Conn {
     bool effect_started = false;   // the session's current effect is being carried out
     bool wait_armed = false, read_inflight = false, sending_chunk = false;
     std::unique_ptr<Session> session;
-    std::string pending_in;        // bytes read while a send or an effect was pending
-    std::unique_ptr<msghdr> msg;   // sendmsg header and iovecs, made on the first multi-segment send
-    std::unique_ptr<iovec[]> iov;
-    std::unique_ptr<Effects> fx;
-    Conn *prev = nullptr, *next = nullptr;
+    std::unique_ptr<Extra> x;      // see Extra
+    Conn *prev = nullptr, *next = nullptr;  // every connection of the worker, for the stop
+
+    std::size_t pending() const { return x ? x->pending_in.size() : 0; }
+    Extra& extra() {
+        if (!x) x = std::make_unique<Extra>();
+        return *x;
+    }
 };
+
+static_assert(sizeof(Conn) <= 48, "an idle connection's record stays small (PSS per idle connection)");
 
 // One fan-out: K calls, a counter, the bodies in call order. The owner is cleared when the client
 // goes away; the calls then still run to the end of their answers (the connections stay clean for
@@ -169,8 +179,11 @@ struct Worker {
         reg.bgid = kBufGroup;
         if ((r = io_uring_register_buf_ring(&ring, &reg, 0)) < 0)
             fatal("io_uring_register_buf_ring: %s (needs Linux >= 5.19)", strerror(-r));
+        // Populated now: the ring rotates through every buffer within its first 2048 reads anyway,
+        // so this fixed per-worker cost is resident from the start rather than growing into the
+        // first connections' share.
         bufs = static_cast<char*>(mmap(nullptr, std::size_t{kBufCount} * kBufSize, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0));
         if (bufs == MAP_FAILED) fatal("mmap: %s", strerror(errno));
         for (unsigned i = 0; i < kBufCount; ++i) give_back(static_cast<uint16_t>(i));
         publish_buffers();
@@ -233,7 +246,7 @@ struct Worker {
         if (c->read_inflight) cancel(c, kRead);
         if (c->wait_armed)
             io_uring_prep_timeout_remove(sqe(kCancel), reinterpret_cast<uint64_t>(c) | kWait, 0);
-        if (Effects* fx = c->fx.get()) {
+        if (Extra* fx = c->x.get()) {
             if (fx->fan) fx->fan->owner = nullptr;
             fx->fan = nullptr;
             if (fx->file_fd >= 0) close(fx->file_fd);
@@ -249,7 +262,7 @@ struct Worker {
         if (c->prev) c->prev->next = c->next;
         else conns = c->next;
         if (c->next) c->next->prev = c->prev;
-        if (c->fx && c->fx->chunk) put_chunk(c->fx->chunk);
+        if (c->x && c->x->chunk) put_chunk(c->x->chunk);
         delete c;
     }
 
@@ -257,11 +270,11 @@ struct Worker {
     void kick(Conn* c) {
         if (c->closed || c->send_inflight || stopping) return;
         Session& s = *c->session;
-        if (!s.busy() && !c->pending_in.empty()) {
-            s.feed(c->pending_in.data(), c->pending_in.size());
-            std::string().swap(c->pending_in);
+        if (!s.busy() && c->pending()) {
+            s.feed(c->x->pending_in.data(), c->x->pending_in.size());
+            std::string().swap(c->x->pending_in);
         }
-        if (c->eof && !c->eof_fed && !s.busy() && c->pending_in.empty()) {
+        if (c->eof && !c->eof_fed && !s.busy() && !c->pending()) {
             c->eof_fed = true;
             s.peer_closed();
         }
@@ -270,10 +283,10 @@ struct Worker {
         if (s.busy()) {
             // Keep the recv armed while an effect is pending (a reset must cancel it), unless the
             // held input is already at its bound.
-            if (!c->recv_armed && !c->rearm_queued && !c->eof && c->pending_in.size() < kMaxPendingIn)
+            if (!c->recv_armed && !c->rearm_queued && !c->eof && c->pending() < kMaxPendingIn)
                 arm_recv(c);
             if (!c->effect_started) return start_effect(c);
-            if (c->fx && c->fx->file_fd >= 0) return file_step(c);
+            if (c->x && c->x->file_fd >= 0) return file_step(c);
             return;
         }
         if (s.close_after_write() || c->eof) return close_conn(c);
@@ -284,14 +297,11 @@ struct Worker {
         if (out.fill(&one, 1) == 1 && one.iov_len == out.size()) {
             io_uring_prep_send(sqe(kSend, c), c->fd, one.iov_base, one.iov_len, MSG_NOSIGNAL);
         } else {
-            if (!c->msg) {
-                c->msg = std::make_unique<msghdr>();
-                c->iov = std::make_unique<iovec[]>(kMaxIov);
-            }
-            *c->msg = msghdr{};
-            c->msg->msg_iov = c->iov.get();
-            c->msg->msg_iovlen = static_cast<std::size_t>(out.fill(c->iov.get(), kMaxIov));
-            io_uring_prep_sendmsg(sqe(kSend, c), c->fd, c->msg.get(), MSG_NOSIGNAL);
+            Extra& x = c->extra();
+            x.msg = msghdr{};
+            x.msg.msg_iov = x.iov;
+            x.msg.msg_iovlen = static_cast<std::size_t>(out.fill(x.iov, kMaxIov));
+            io_uring_prep_sendmsg(sqe(kSend, c), c->fd, &x.msg, MSG_NOSIGNAL);
         }
         c->send_inflight = true;
     }
@@ -302,8 +312,7 @@ struct Worker {
     // such file) calls kick() again, which sends its answer.
     void start_effect(Conn* c) {
         const Effect& e = c->session->effect();
-        if (!c->fx) c->fx = std::make_unique<Effects>();
-        Effects& fx = *c->fx;
+        Extra& fx = c->extra();
         c->effect_started = true;
         switch (e.kind) {
         case Effect::Kind::wait:
@@ -364,14 +373,14 @@ struct Worker {
         else delete[] p;
     }
     void start_read(Conn* c) {
-        Effects& fx = *c->fx;
+        Extra& fx = *c->x;
         auto len = static_cast<unsigned>(std::min<long long>(fx.file_left, kChunk));
         io_uring_prep_read(sqe(kRead, c), fx.file_fd, fx.chunk, len, static_cast<uint64_t>(fx.file_off));
         c->read_inflight = true;
     }
     // The next step of a file effect, called when no send is in flight and the outbox is empty.
     void file_step(Conn* c) {
-        Effects& fx = *c->fx;
+        Extra& fx = *c->x;
         if (c->read_inflight) return;  // on_read comes back here
         if (fx.chunk_off < fx.chunk_len) {
             io_uring_prep_send(sqe(kSend, c), c->fd, fx.chunk + fx.chunk_off, fx.chunk_len - fx.chunk_off,
@@ -391,7 +400,7 @@ struct Worker {
     void on_read(Conn* c, int res) {
         c->read_inflight = false;
         if (c->closed || stopping) return maybe_free(c);
-        Effects& fx = *c->fx;
+        Extra& fx = *c->x;
         if (res <= 0) {
             // The file shrank or cannot be read after its head promised its length: the answer
             // cannot be completed, so the connection is closed (the client sees a short body).
@@ -414,7 +423,7 @@ struct Worker {
         // One count more than the calls, dropped after the loop: a call that fails at once
         // (socket() refused) cannot complete the fan-out while it is still being started.
         auto* f = new Fanout{c, e.calls + 1, true, std::vector<std::string>(static_cast<std::size_t>(e.calls))};
-        c->fx->fan = f;
+        c->x->fan = f;
         for (int i = 0; i < e.calls; ++i) {
             Backend* b = take_backend();
             if (!b) {
@@ -552,7 +561,7 @@ struct Worker {
         if (--f->left > 0) return;
         Conn* c = f->owner;
         if (c) {
-            c->fx->fan = nullptr;
+            c->x->fan = nullptr;
             c->session->complete_fanout(f->bodies, f->ok);
         }
         delete f;
@@ -580,8 +589,8 @@ struct Worker {
             uint16_t bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
             if (res > 0 && !c->closed && !stopping) {
                 const char* data = bufs + std::size_t{bid} * kBufSize;
-                if (c->send_inflight || !c->pending_in.empty() || c->session->busy()) {
-                    c->pending_in.append(data, static_cast<std::size_t>(res));
+                if (c->send_inflight || c->pending() || c->session->busy()) {
+                    c->extra().pending_in.append(data, static_cast<std::size_t>(res));
                 } else {
                     c->session->feed(data, static_cast<std::size_t>(res));
                 }
@@ -593,11 +602,11 @@ struct Worker {
         else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) return close_conn(c);  // reset
         // Backpressure: output or an effect pending and input piling up: stop reading until the
         // connection has caught up.
-        if (c->recv_armed && !c->recv_cancelled && c->pending_in.size() >= kMaxPendingIn) {
+        if (c->recv_armed && !c->recv_cancelled && c->pending() >= kMaxPendingIn) {
             cancel(c, kRecv);
             c->recv_cancelled = true;
         }
-        if (!c->recv_armed && !c->eof && !c->rearm_queued && c->pending_in.size() < kMaxPendingIn) {
+        if (!c->recv_armed && !c->eof && !c->rearm_queued && c->pending() < kMaxPendingIn) {
             c->rearm_queued = true;  // ended: re-arm after this batch
             rearm.push_back(c);
         }
@@ -609,7 +618,7 @@ struct Worker {
         c->sending_chunk = false;
         if (c->closed || stopping) return maybe_free(c);
         if (res < 0) return close_conn(c);  // EPIPE, ECONNRESET
-        if (chunk) c->fx->chunk_off += static_cast<std::size_t>(res);
+        if (chunk) c->x->chunk_off += static_cast<std::size_t>(res);
         else c->session->out().consume(static_cast<std::size_t>(res));
         kick(c);
     }
@@ -714,7 +723,7 @@ struct Worker {
             for (Conn* c : again) {
                 c->rearm_queued = false;
                 if (c->closed || stopping) maybe_free(c);
-                else if (!c->recv_armed && !c->eof && c->pending_in.size() < kMaxPendingIn) arm_recv(c);
+                else if (!c->recv_armed && !c->eof && c->pending() < kMaxPendingIn) arm_recv(c);
                 else kick(c);
             }
             std::vector<Backend*> bagain;
@@ -727,7 +736,7 @@ struct Worker {
         }
         while (Conn* c = conns) {  // all closed; nothing in flight
             conns = c->next;
-            if (c->fx && c->fx->chunk) delete[] c->fx->chunk;
+            if (c->x && c->x->chunk) delete[] c->x->chunk;
             delete c;
         }
         while (Backend* b = backends) {
