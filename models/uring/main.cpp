@@ -19,8 +19,10 @@
 //               keep-alive connections (grown on demand with IORING_OP_CONNECT), each a send then
 //               plain recvs into the same buffer ring, fed to a BackendReader; a counter per
 //               fan-out completes it when the K-th call is back;
-//       file:   IORING_OP_READ of 64 KiB at a time into a per-connection chunk buffer, then a send
-//               of it (one read and one send in flight at most, never both on the same bytes);
+//       file:   after the head, one linked chain per up to 1 MiB: READ 64 KiB into the
+//               connection's chunk buffer -> SEND it (MSG_WAITALL) -> READ the next 64 KiB into
+//               the same buffer -> SEND ...; the kernel runs the chain in order without a trip
+//               back to the loop per chunk, and still one read and one send at a time;
 //   - one io_uring_submit_and_wait per loop iteration: every SQE of a batch in one syscall;
 //   - IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN when the kernel takes them (completion work
 //     runs only when the loop asks for it), plain flags otherwise;
@@ -60,6 +62,7 @@ constexpr int kBufGroup = 0;
 constexpr std::size_t kMaxPendingIn = 64 * 1024;       // input held while a send or an effect is pending
 constexpr int kMaxIov = 16;
 constexpr std::size_t kChunk = 64 * 1024;              // a file is read and sent this much at a time
+constexpr int kChainChunks = 16;                       // chunks per linked chain (1 MiB, 32 SQEs)
 constexpr std::size_t kMaxSpareChunks = 64;            // chunk buffers a worker keeps for reuse
 
 // What a completion is about: the low 4 bits of user_data; a Conn's or a Backend's pointer (both
@@ -67,7 +70,7 @@ constexpr std::size_t kMaxSpareChunks = 64;            // chunk buffers a worker
 enum Tag : uint64_t {
     kRecv, kSend, kAccept, kStop, kTimer, kCancel,  // client side, the listener, the stop signal
     kWait,                                          // a connection's wait effect (timeout SQE)
-    kRead,                                          // a chunk of a file effect
+    kRead,                                          // a chunk read of a file effect's chain
     kBConnect, kBSend, kBRecv,                      // a backend connection of a fan-out
 };
 constexpr uint64_t kTagMask = 15;
@@ -84,9 +87,11 @@ struct Extra {
     __kernel_timespec ts{};     // wait: the timeout SQE's relative time
     Fanout* fan = nullptr;      // fanout: the calls in progress (owned by the calls)
     int file_fd = -1;           // file: the open file while its bytes go out
-    long long file_off = 0, file_left = 0;  // next offset to read, bytes not yet read
-    char* chunk = nullptr;      // kChunk bytes: data read and not yet sent is [chunk_off, chunk_len)
-    std::size_t chunk_off = 0, chunk_len = 0;
+    long long file_off = 0, file_left = 0;  // next offset to read, bytes not yet in a chain
+    char* chunk = nullptr;      // kChunk bytes, the chain's buffer
+    int chain = 0;              // completions of the current chain not yet seen
+    unsigned last_len = 0;      // what the chain's last send must report
+    bool chain_failed = false;
 };
 
 struct alignas(16) Conn {
@@ -94,7 +99,8 @@ struct alignas(16) Conn {
     bool recv_armed = false, send_inflight = false, recv_cancelled = false;
     bool eof = false, eof_fed = false, closed = false, rearm_queued = false;
     bool effect_started = false;   // the session's current effect is being carried out
-    bool wait_armed = false, read_inflight = false, sending_chunk = false;
+    bool wait_armed = false, read_inflight = false;
+    bool close_deferred = false;   // shut down with a chain in flight: close the fds once it ends
     std::unique_ptr<Session> session;
     std::unique_ptr<Extra> x;      // see Extra
     Conn *prev = nullptr, *next = nullptr;  // every connection of the worker, for the stop
@@ -242,18 +248,29 @@ struct Worker {
         if (c->closed) return;
         c->closed = true;
         if (c->recv_armed) cancel(c, kRecv);
-        if (c->send_inflight) cancel(c, kSend);
-        if (c->read_inflight) cancel(c, kRead);
         if (c->wait_armed)
             io_uring_prep_timeout_remove(sqe(kCancel), reinterpret_cast<uint64_t>(c) | kWait, 0);
         if (Extra* fx = c->x.get()) {
             if (fx->fan) fx->fan->owner = nullptr;
             fx->fan = nullptr;
-            if (fx->file_fd >= 0) close(fx->file_fd);
-            fx->file_fd = -1;
         }
-        close(c->fd);
+        if (c->x && c->x->chain > 0) {
+            // The chain's later SQEs take their fds when they are issued, so the numbers must not
+            // be reused before it ends: shut the socket down (the send in progress fails, the rest
+            // of the chain is cancelled by the kernel) and close both fds on its last completion.
+            cancel(c, kSend);
+            shutdown(c->fd, SHUT_RDWR);
+            c->close_deferred = true;
+        } else {
+            if (c->send_inflight) cancel(c, kSend);
+            close_fds(c);
+        }
         maybe_free(c);
+    }
+    void close_fds(Conn* c) {
+        close(c->fd);
+        if (c->x && c->x->file_fd >= 0) close(c->x->file_fd);
+        if (c->x) c->x->file_fd = -1;
     }
     void maybe_free(Conn* c) {
         if (!c->closed || c->recv_armed || c->send_inflight || c->rearm_queued || c->wait_armed ||
@@ -286,7 +303,7 @@ struct Worker {
             if (!c->recv_armed && !c->rearm_queued && !c->eof && c->pending() < kMaxPendingIn)
                 arm_recv(c);
             if (!c->effect_started) return start_effect(c);
-            if (c->x && c->x->file_fd >= 0) return file_step(c);
+            if (c->x && c->x->file_fd >= 0 && c->x->chain == 0) return file_step(c);
             return;
         }
         if (s.close_after_write() || c->eof) return close_conn(c);
@@ -335,10 +352,7 @@ struct Worker {
             fx.file_fd = fd;
             fx.file_off = 0;
             fx.file_left = static_cast<long long>(n);
-            fx.chunk_off = fx.chunk_len = 0;
-            if (!fx.chunk) fx.chunk = get_chunk();
-            start_read(c);  // the first chunk is read while the head goes out
-            return kick(c);
+            return kick(c);  // the head goes out, then file_step() sends the bytes
         }
         case Effect::Kind::none:
             c->effect_started = false;
@@ -372,45 +386,59 @@ struct Worker {
         if (spare_chunks.size() < kMaxSpareChunks) spare_chunks.push_back(p);
         else delete[] p;
     }
-    void start_read(Conn* c) {
-        Extra& fx = *c->x;
-        auto len = static_cast<unsigned>(std::min<long long>(fx.file_left, kChunk));
-        io_uring_prep_read(sqe(kRead, c), fx.file_fd, fx.chunk, len, static_cast<uint64_t>(fx.file_off));
-        c->read_inflight = true;
-    }
-    // The next step of a file effect, called when no send is in flight and the outbox is empty.
+    // The next step of a file effect, called when no send is in flight and the outbox (the head)
+    // is empty: the next chain, or the end.
     void file_step(Conn* c) {
         Extra& fx = *c->x;
-        if (c->read_inflight) return;  // on_read comes back here
-        if (fx.chunk_off < fx.chunk_len) {
-            io_uring_prep_send(sqe(kSend, c), c->fd, fx.chunk + fx.chunk_off, fx.chunk_len - fx.chunk_off,
-                               MSG_NOSIGNAL);
-            c->send_inflight = c->sending_chunk = true;
-            return;
+        if (fx.file_left == 0) {  // every byte sent
+            close(fx.file_fd);
+            fx.file_fd = -1;
+            put_chunk(fx.chunk);
+            fx.chunk = nullptr;
+            c->session->file_sent();
+            return effect_done(c);
         }
-        if (fx.file_left > 0) return start_read(c);
-        // Every byte sent.
-        close(fx.file_fd);
-        fx.file_fd = -1;
-        put_chunk(fx.chunk);
-        fx.chunk = nullptr;
-        c->session->file_sent();
-        effect_done(c);
+        if (!fx.chunk) fx.chunk = get_chunk();
+        int chunks = static_cast<int>(std::min<long long>((fx.file_left + kChunk - 1) / kChunk, kChainChunks));
+        // A chain must go to the kernel in one submission (one cut at the end of a submit would
+        // start the rest as a chain of its own, out of order).
+        if (io_uring_sq_space_left(&ring) < static_cast<unsigned>(2 * chunks)) io_uring_submit(&ring);
+        for (int k = 0; k < chunks; ++k) {
+            auto len = static_cast<unsigned>(std::min<long long>(fx.file_left, kChunk));
+            io_uring_sqe* r = sqe(kRead, c);
+            io_uring_prep_read(r, fx.file_fd, fx.chunk, len, static_cast<uint64_t>(fx.file_off));
+            r->flags |= IOSQE_IO_LINK;
+            io_uring_sqe* w = sqe(kSend, c);
+            // MSG_WAITALL: the kernel retries a short send itself, so each send reports len or fails.
+            io_uring_prep_send(w, c->fd, fx.chunk, len, MSG_NOSIGNAL | MSG_WAITALL);
+            if (k + 1 < chunks) w->flags |= IOSQE_IO_LINK;
+            fx.file_off += len;
+            fx.file_left -= len;
+            fx.last_len = len;
+        }
+        fx.chain = 2 * chunks;
+        fx.chain_failed = false;
+        c->send_inflight = c->read_inflight = true;
     }
-    void on_read(Conn* c, int res) {
-        c->read_inflight = false;
-        if (c->closed || stopping) return maybe_free(c);
+    // One completion of a chain (they come in order; a failure cancels the rest with -ECANCELED).
+    void on_chain(Conn* c, int res) {
         Extra& fx = *c->x;
-        if (res <= 0) {
-            // The file shrank or cannot be read after its head promised its length: the answer
+        if (res < 0) fx.chain_failed = true;
+        if (--fx.chain > 0) return;
+        c->send_inflight = c->read_inflight = false;
+        if (res != static_cast<int>(fx.last_len)) fx.chain_failed = true;  // the last send, whole
+        if (c->close_deferred) {
+            c->close_deferred = false;
+            close_fds(c);
+        }
+        if (c->closed || stopping) return maybe_free(c);
+        if (fx.chain_failed) {
+            // A reset, or a file that shrank after its head promised its length: the answer
             // cannot be completed, so the connection is closed (the client sees a short body).
-            warn("read %s: %s", c->session->effect().file.c_str(), res < 0 ? strerror(-res) : "file shrank");
+            if (res != -ECANCELED && res != -EPIPE && res != -ECONNRESET)
+                warn("file %s: %s", c->session->effect().file.c_str(), res < 0 ? strerror(-res) : "short read");
             return close_conn(c);
         }
-        fx.chunk_off = 0;
-        fx.chunk_len = static_cast<std::size_t>(res);
-        fx.file_off += res;
-        fx.file_left -= res;
         kick(c);
     }
 
@@ -613,13 +641,11 @@ struct Worker {
         kick(c);
     }
     void on_send(Conn* c, int res) {
+        if (c->x && c->x->chain > 0) return on_chain(c, res);
         c->send_inflight = false;
-        bool chunk = c->sending_chunk;
-        c->sending_chunk = false;
         if (c->closed || stopping) return maybe_free(c);
         if (res < 0) return close_conn(c);  // EPIPE, ECONNRESET
-        if (chunk) c->x->chunk_off += static_cast<std::size_t>(res);
-        else c->session->out().consume(static_cast<std::size_t>(res));
+        c->session->out().consume(static_cast<std::size_t>(res));
         kick(c);
     }
     void on_accept(int res, unsigned flags) {
@@ -687,7 +713,7 @@ struct Worker {
         case kTimer: return stopping ? void() : arm_accept();
         case kCancel: return;
         case kWait: return on_wait(c, cqe->res);
-        case kRead: return on_read(c, cqe->res);
+        case kRead: return on_chain(c, cqe->res);
         case kBConnect: return on_bconnect(b, cqe->res);
         case kBSend: return on_bsend(b, cqe->res);
         case kBRecv: return on_brecv(b, cqe->res, cqe->flags);
