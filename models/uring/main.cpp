@@ -92,6 +92,7 @@ struct Extra {
     int chain = 0;              // completions of the current chain not yet seen
     unsigned last_len = 0;      // what the chain's last send must report
     bool chain_failed = false;
+    int chain_err = 0;          // the first failure's result (a short read: its byte count)
 };
 
 struct alignas(16) Conn {
@@ -421,12 +422,21 @@ struct Worker {
         c->send_inflight = c->read_inflight = true;
     }
     // One completion of a chain (they come in order; a failure cancels the rest with -ECANCELED).
-    void on_chain(Conn* c, int res) {
+    void on_chain(Conn* c, int res, bool is_read = false) {
         Extra& fx = *c->x;
-        if (res < 0) fx.chain_failed = true;
+        // A read must fill its chunk, the chain's last read exactly last_len: a short one (the
+        // file shrank) has already broken the link, so what follows comes back -ECANCELED.
+        bool short_read = is_read && res >= 0 && res != static_cast<int>(fx.chain == 2 ? fx.last_len : kChunk);
+        if ((res < 0 || short_read) && !fx.chain_failed) {
+            fx.chain_failed = true;
+            fx.chain_err = res;
+        }
         if (--fx.chain > 0) return;
         c->send_inflight = c->read_inflight = false;
-        if (res != static_cast<int>(fx.last_len)) fx.chain_failed = true;  // the last send, whole
+        if (res != static_cast<int>(fx.last_len) && !fx.chain_failed) {  // the last send, whole
+            fx.chain_failed = true;
+            fx.chain_err = res;
+        }
         if (c->close_deferred) {
             c->close_deferred = false;
             close_fds(c);
@@ -435,8 +445,9 @@ struct Worker {
         if (fx.chain_failed) {
             // A reset, or a file that shrank after its head promised its length: the answer
             // cannot be completed, so the connection is closed (the client sees a short body).
-            if (res != -ECANCELED && res != -EPIPE && res != -ECONNRESET)
-                warn("file %s: %s", c->session->effect().file.c_str(), res < 0 ? strerror(-res) : "short read");
+            int err = fx.chain_err;
+            if (err != -ECANCELED && err != -EPIPE && err != -ECONNRESET)
+                warn("file %s: %s", c->session->effect().file.c_str(), err < 0 ? strerror(-err) : "short read");
             return close_conn(c);
         }
         kick(c);
@@ -713,7 +724,7 @@ struct Worker {
         case kTimer: return stopping ? void() : arm_accept();
         case kCancel: return;
         case kWait: return on_wait(c, cqe->res);
-        case kRead: return on_chain(c, cqe->res);
+        case kRead: return on_chain(c, cqe->res, true);
         case kBConnect: return on_bconnect(b, cqe->res);
         case kBSend: return on_bsend(b, cqe->res);
         case kBRecv: return on_brecv(b, cqe->res, cqe->flags);
