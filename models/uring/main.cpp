@@ -77,8 +77,8 @@ constexpr uint64_t kTagMask = 15;
 
 struct Fanout;
 
-// What a connection needs beyond an idle keep-alive one, made the first time it needs any of it
-// (held input, a multi-segment send, an effect) and kept until it closes: an idle connection
+// What a connection needs beyond an idle keep-alive one, made when it needs any of it (held
+// input, a multi-segment send, an effect) and dropped once it is idle again: an idle connection
 // carries only a Conn and its session.
 struct Extra {
     std::string pending_in;     // bytes read while a send or an effect was pending
@@ -308,6 +308,9 @@ struct Worker {
             return;
         }
         if (s.close_after_write() || c->eof) return close_conn(c);
+        // Idle again: nothing held, nothing in flight but the recv, no effect. What Extra holds
+        // is dropped, so a connection that once waited or sent a file idles as small as any.
+        if (c->x && !c->x->chunk) c->x.reset();
         if (!c->recv_armed) arm_recv(c);
     }
     void start_send(Conn* c, Outbox& out) {
