@@ -6,13 +6,24 @@
 //   - uv_read_start with an alloc callback that hands out the loop's one 64 KiB buffer: an idle
 //     connection holds no read buffer;
 //   - write at once with uv_try_write; only when the socket is full, queue the rest with uv_write
-//     (one write in flight per connection) and uv_read_stop until its callback: backpressure;
-//   - uv_close with a close callback that frees the connection;
+//     (a write request allocated per queued write, as Node's WriteWrap) and uv_read_stop until its
+//     callback: backpressure;
+//   - effects, the way Node does them (callbacks all the way down):
+//       wait:   a uv_timer_t, allocated only while the connection waits, closed after;
+//       fanout: K backend calls at once on keep-alive uv_tcp_t connections from a per-loop pool
+//               that grows on demand (Node's http.Agent), a counter per fan-out;
+//       file:   open on libuv's threadpool (uv_queue_work around the shared open_docroot_file),
+//               then 64 KiB uv_fs_read chunks on the threadpool, each written with
+//               uv_try_write/uv_write before the next is read (Node's fs.createReadStream piped
+//               into the socket);
+//   - uv_close with a close callback that frees the connection; effect state that a callback may
+//     still reach (a fan-out's calls, a threadpool request) outlives a connection that goes away
+//     and is freed by the last callback;
 //   - --workers N: N loops, one thread each, each with its own listening socket on the same port
 //     (SO_REUSEPORT). The signalfd of models/common is watched with a uv_poll_t on the main loop,
 //     which uv_async_sends every other loop; each loop then uv_walks and closes all its handles.
 // libuv >= 1.44 (Debian libuv1-dev), Linux. Run: server-libuv --proto http --host 127.0.0.1
-//   --port 0 [--workers N]
+//   --port 0 [--workers N] [--backend H:P] [--docroot DIR]
 #include <netinet/in.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -20,10 +31,12 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -35,18 +48,80 @@ namespace {
 
 constexpr ModelTraits kTraits{"libuv", true, 1};
 constexpr std::size_t kReadBuffer = 64 * 1024;
-constexpr int kMaxBufs = 16;  // iovecs per write
+constexpr std::size_t kFileChunk = 64 * 1024;  // fs.createReadStream's highWaterMark
+constexpr int kMaxBufs = 16;                    // iovecs per write
 
 struct Worker;
+struct Fanout;
+struct FileSend;
 
-struct Conn {
-    uv_tcp_t tcp;             // tcp.data points back here (other handles have data == nullptr)
-    uv_write_t wr;            // the one write in flight, if `writing`
-    std::size_t inflight = 0; // bytes that write covers, consumed from the outbox in its callback
-    bool writing = false;
-    bool reading = false;
+// What a uv_tcp_t's data points to: a client connection or a backend connection.
+struct Owned {
+    bool backend;
+};
+
+struct Conn : Owned {
+    uv_tcp_t tcp;
     std::unique_ptr<Session> session;
+    uv_timer_t* timer = nullptr;  // wait: only while the connection waits
+    Fanout* fanout = nullptr;     // fanout: calls in flight (the Fanout outlives a closed Conn)
+    FileSend* file = nullptr;     // file: being opened or sent
+    bool writing = false;         // a uv_write is queued
+    bool reading = false;
+    Conn() : Owned{false} {}
     uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
+    uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&tcp); }
+    bool closing() { return uv_is_closing(handle()) != 0; }
+};
+
+// One queued write to a client (allocated only when the socket was full).
+struct WriteReq {
+    uv_write_t req;       // req.data: the Conn
+    std::size_t bytes;    // outbox bytes it covers (0 for a file chunk)
+    bool file_chunk;
+};
+
+// One fan-out: K calls, a counter, the bodies. Freed by the last call's completion.
+struct Fanout {
+    Conn* conn;                       // nullptr once the client connection is closed
+    int remaining;                    // calls not yet complete (+1 while they are being started)
+    bool ok = true;
+    std::vector<std::string> bodies;  // index i = call i
+};
+
+// A keep-alive connection to the backend. In the pool (idle) it keeps reading, so that a backend
+// closing it is noticed and it is dropped; a call never goes to a connection with unread bytes.
+struct Backend : Owned {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    Worker* worker;
+    BackendReader reader;
+    std::string request;      // alive until its write completes (one call at a time)
+    Fanout* fan = nullptr;    // the call in progress, or nullptr (idle or abandoned)
+    int index = -1;
+    bool connected = false;
+    bool pooled = false;
+    Backend() : Owned{true} {}
+    uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
+    uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&tcp); }
+};
+
+// The file effect of one connection. A threadpool request cannot be taken back, so while one is
+// in flight (fs_busy) the FileSend outlives a closed connection and its callback frees it.
+struct FileSend {
+    Conn* conn;
+    const ServerOptions* opts;
+    std::string name;
+    uv_work_t work;                 // the open, on the threadpool
+    uv_fs_t fs;                     // the chunk reads, on the threadpool
+    int fd = -1;
+    long long size = 0;
+    bool fs_busy = false;
+    bool sending = false;           // complete_file said how many bytes to send
+    std::size_t left = 0;           // bytes still to read and write
+    int64_t offset = 0;
+    std::size_t chunk = 0;          // bytes of buf being written
+    std::unique_ptr<char[]> buf;
 };
 
 struct Worker {
@@ -56,11 +131,16 @@ struct Worker {
     uv_async_t stop;   // workers 1..N-1: woken by worker 0
     ServerOptions opts;
     ServerIdentity id;
+    bool has_backend = false;
+    sockaddr_in backend{};
+    std::vector<Backend*> pool;   // idle keep-alive backend connections
+    bool stopping = false;
     std::vector<Worker*> others;  // worker 0: the loops to stop when the signal comes
     char buf[kReadBuffer];
 };
 
 Worker& worker_of(uv_handle_t* h) { return *static_cast<Worker*>(h->loop->data); }
+Worker& worker_of(Conn* c) { return worker_of(c->handle()); }
 
 void warn_once_a_second(const char* what, int err) {
     static std::atomic<long> last_warn{0};  // all workers together
@@ -68,15 +148,39 @@ void warn_once_a_second(const char* what, int err) {
     if (last_warn.exchange(now) != now) warn("%s: %s", what, uv_strerror(err));
 }
 
-void on_closed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+void close_file(FileSend* f) {
+    if (f->fd >= 0) close(f->fd);
+    delete f;
+}
+
+void on_timer_closed(uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); }
+
+void drop_timer(Conn* c) {
+    if (!c->timer) return;
+    uv_close(reinterpret_cast<uv_handle_t*>(c->timer), on_timer_closed);  // stops it first
+    c->timer = nullptr;
+}
+
+// The connection's handle is closed: every write callback has run (with UV_ECANCELED if it was
+// still queued). What a callback may still reach is detached, the rest freed.
+void on_closed(uv_handle_t* h) {
+    Conn* c = static_cast<Conn*>(static_cast<Owned*>(h->data));
+    if (c->fanout) c->fanout->conn = nullptr;  // its calls drain, the last one frees it
+    if (c->file) {
+        if (c->file->fs_busy) c->file->conn = nullptr;  // the threadpool callback frees it
+        else close_file(c->file);
+    }
+    delete c;
+}
 
 void close_conn(Conn* c) {
-    auto* h = reinterpret_cast<uv_handle_t*>(&c->tcp);
-    if (!uv_is_closing(h)) uv_close(h, on_closed);
+    if (c->closing()) return;
+    drop_timer(c);
+    uv_close(c->handle(), on_closed);
 }
 
 // libuv calls alloc_cb and then read_cb at once, on the loop's thread, and read_cb feeds every
-// byte to the session before it returns; so one buffer per loop serves all its connections.
+// byte on before it returns; so one buffer per loop serves all its connections and backends.
 void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
     Worker& w = worker_of(h);
     *buf = uv_buf_init(w.buf, sizeof w.buf);
@@ -84,33 +188,326 @@ void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 
 void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
 void on_write(uv_write_t* req, int status);
+void advance(Conn* c);
 
-// After the session produced output: write what the socket takes now; if it is full, queue the
-// rest and stop reading until it is written. Otherwise read on, or close if the session says so.
-void flush(Conn* c) {
-    Outbox& out = c->session->out();
-    if (!out.empty()) {
-        iovec iov[kMaxBufs];
-        uv_buf_t bufs[kMaxBufs];
-        int n = out.fill(iov, kMaxBufs);
-        for (int i = 0; i < n; ++i) bufs[i] = uv_buf_init(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
-        int r = uv_try_write(c->stream(), bufs, n);
-        if (r < 0 && r != UV_EAGAIN) return close_conn(c);
-        if (r > 0) out.consume(static_cast<std::size_t>(r));
+void stop_reading(Conn* c) {
+    if (c->reading) uv_read_stop(c->stream());
+    c->reading = false;
+}
+
+// Writes bufs now as far as the socket takes them; queues the rest (bytes owned by the caller,
+// alive until on_write). Returns false if the connection was closed, and sets c->writing when a
+// write is queued.
+bool write_now_or_queue(Conn* c, uv_buf_t* bufs, int n, std::size_t total, bool file_chunk) {
+    int r = uv_try_write(c->stream(), bufs, n);
+    if (r < 0 && r != UV_EAGAIN) {
+        close_conn(c);
+        return false;
+    }
+    std::size_t done = r > 0 ? static_cast<std::size_t>(r) : 0;
+    if (done == total) {
+        if (!file_chunk) c->session->out().consume(done);
+        return true;
+    }
+    // The socket is full: queue what is left. uv_write copies the uv_buf_t array, not the bytes.
+    std::size_t skip = done;
+    int first = 0;
+    while (skip >= bufs[first].len) skip -= bufs[first++].len;
+    bufs[first].base += skip;
+    bufs[first].len -= skip;
+    auto* w = new WriteReq{{}, file_chunk ? 0 : total, file_chunk};
+    w->req.data = c;
+    if (uv_write(&w->req, c->stream(), bufs + first, n - first, on_write) != 0) {
+        delete w;
+        close_conn(c);
+        return false;
+    }
+    c->writing = true;
+    stop_reading(c);
+    return true;
+}
+
+// ---- wait ----
+
+void on_timer(uv_timer_t* t) {
+    Conn* c = static_cast<Conn*>(t->data);
+    c->session->complete_wait();
+    // Keep the timer for a pipelined wait right behind; otherwise it goes.
+    if (!(c->session->busy() && c->session->effect().kind == Effect::Kind::wait)) drop_timer(c);
+    advance(c);
+}
+
+bool start_wait(Conn* c) {
+    if (!c->timer) {
+        c->timer = new uv_timer_t;
+        uv_timer_init(c->tcp.loop, c->timer);
+        c->timer->data = c;
+    } else if (uv_is_active(reinterpret_cast<uv_handle_t*>(c->timer))) {
+        return true;  // already waiting
+    }
+    // The loop's clock is the one of this iteration's start: bring it to now so the wait is
+    // not cut short by the time the iteration has taken so far.
+    uv_update_time(c->tcp.loop);
+    uv_timer_start(c->timer, on_timer, static_cast<uint64_t>(c->session->effect().ms), 0);
+    return true;
+}
+
+// ---- fanout ----
+
+void on_backend_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+
+void on_backend_closed(uv_handle_t* h) {
+    auto* b = static_cast<Backend*>(static_cast<Owned*>(h->data));
+    delete b;
+}
+
+void release(Fanout* f);
+
+// The call on b is over (its answer, or a failure): record it and count it down.
+void finish_call(Backend* b, bool ok, std::string body) {
+    Fanout* f = b->fan;
+    if (!f) return;
+    b->fan = nullptr;
+    if (ok) f->bodies[static_cast<std::size_t>(b->index)] = std::move(body);
+    else f->ok = false;
+    release(f);
+}
+
+void close_backend(Backend* b) {
+    finish_call(b, false, {});
+    if (b->pooled) {
+        auto& pool = b->worker->pool;
+        pool.erase(std::find(pool.begin(), pool.end(), b));
+        b->pooled = false;
+    }
+    if (!uv_is_closing(b->handle())) uv_close(b->handle(), on_backend_closed);
+}
+
+void on_backend_write(uv_write_t* req, int status) {
+    auto* b = static_cast<Backend*>(req->data);
+    delete req;
+    if (status < 0) close_backend(b);  // fails the call, if it is still this one's
+}
+
+void send_call(Backend* b) {
+    auto* req = new uv_write_t;
+    req->data = b;
+    uv_buf_t buf = uv_buf_init(b->request.data(), b->request.size());
+    if (uv_write(req, b->stream(), &buf, 1, on_backend_write) != 0) {
+        delete req;
+        close_backend(b);
+    }
+}
+
+void on_backend_connect(uv_connect_t* req, int status) {
+    auto* b = static_cast<Backend*>(req->data);
+    if (status < 0) return close_backend(b);  // refused, or UV_ECANCELED when closed meanwhile
+    if (uv_is_closing(b->handle())) return;
+    b->connected = true;
+    uv_tcp_nodelay(&b->tcp, 1);
+    if (uv_read_start(b->stream(), on_alloc, on_backend_read) != 0) return close_backend(b);
+    send_call(b);
+}
+
+void on_backend_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* b = static_cast<Backend*>(static_cast<Owned*>(s->data));
+    if (n == 0) return;
+    if (n < 0 || !b->fan) return close_backend(b);  // EOF, reset, or bytes nobody asked for
+    switch (b->reader.feed(buf->base, static_cast<std::size_t>(n))) {
+        case BackendReader::State::more:
+            return;
+        case BackendReader::State::error:
+            return close_backend(b);
+        case BackendReader::State::done:
+            break;
+    }
+    bool ok = b->reader.status() == 200;
+    bool reuse = ok && b->reader.keep_alive() && !b->worker->stopping;
+    finish_call(b, ok, b->reader.body());  // may complete the fan-out and start others
+    if (!reuse) return close_backend(b);
+    if (uv_is_closing(b->handle())) return;
+    b->reader.reset();
+    b->pooled = true;
+    b->worker->pool.push_back(b);  // keeps reading: a close by the backend drops it
+}
+
+// One backend call: a pooled connection, or a new one (the pool grows on demand).
+void start_call(Worker& w, Fanout* f, int i, int ms) {
+    Backend* b;
+    if (!w.pool.empty()) {
+        b = w.pool.back();
+        w.pool.pop_back();
+        b->pooled = false;
+    } else {
+        b = new Backend;
+        b->worker = &w;
+        b->tcp.data = static_cast<Owned*>(b);
+        b->connect.data = b;
+        uv_tcp_init(&w.loop, &b->tcp);
+    }
+    b->fan = f;
+    b->index = i;
+    b->request = backend_request(ms, i);
+    if (b->connected) return send_call(b);
+    int err = uv_tcp_connect(&b->connect, &b->tcp, reinterpret_cast<const sockaddr*>(&w.backend), on_backend_connect);
+    if (err != 0) {
+        warn_once_a_second("backend connect", err);
+        close_backend(b);
+    }
+}
+
+void release(Fanout* f) {
+    if (--f->remaining > 0) return;
+    Conn* c = f->conn;
+    bool ok = f->ok;
+    std::vector<std::string> bodies = std::move(f->bodies);
+    delete f;
+    if (!c) return;  // the client went away
+    c->fanout = nullptr;
+    if (c->closing()) return;
+    c->session->complete_fanout(bodies, ok);
+    advance(c);
+}
+
+void start_fanout(Conn* c) {
+    Worker& w = worker_of(c);
+    const Effect& e = c->session->effect();
+    auto* f = new Fanout{c, e.calls + 1, true, std::vector<std::string>(static_cast<std::size_t>(e.calls))};
+    c->fanout = f;
+    int ms = e.ms, calls = e.calls;  // e may change once the fan-out completes
+    for (int i = 0; i < calls; ++i) start_call(w, f, i, ms);
+    release(f);  // the +1: completes here only if every call already failed
+}
+
+// ---- file ----
+
+void on_fs_read(uv_fs_t* req);
+
+// A threadpool callback found the connection gone or going: drop the file.
+bool abandoned(FileSend* f) {
+    if (f->conn && !f->conn->closing()) return false;
+    if (f->conn) f->conn->file = nullptr;
+    close_file(f);
+    return true;
+}
+
+void on_opened(uv_work_t* req, int) {
+    auto* f = static_cast<FileSend*>(req->data);
+    f->fs_busy = false;
+    if (abandoned(f)) return;
+    Conn* c = f->conn;
+    std::size_t n = c->session->complete_file(f->fd < 0 ? -1 : f->size);
+    if (n == 0) {  // 404, HEAD or an empty file: the head (in out()) is all
+        c->file = nullptr;
+        close_file(f);
+    } else {
+        f->sending = true;
+        f->left = n;
+        f->buf.reset(new char[std::min(n, kFileChunk)]);
+    }
+    advance(c);  // writes the head, then the chunks
+}
+
+// Reads the next chunk on the threadpool (the head and earlier chunks are written).
+void read_chunk(FileSend* f) {
+    f->fs_busy = true;
+    f->fs.data = f;
+    uv_buf_t buf = uv_buf_init(f->buf.get(), static_cast<unsigned>(std::min(f->left, kFileChunk)));
+    int err = uv_fs_read(f->conn->tcp.loop, &f->fs, f->fd, &buf, 1, f->offset, on_fs_read);
+    if (err != 0) {
+        uv_fs_req_cleanup(&f->fs);
+        f->fs_busy = false;
+        close_conn(f->conn);  // the head promised bytes that cannot come: cut the answer short
+    }
+}
+
+void on_fs_read(uv_fs_t* req) {
+    auto* f = static_cast<FileSend*>(req->data);
+    ssize_t r = req->result;
+    uv_fs_req_cleanup(req);
+    f->fs_busy = false;
+    if (abandoned(f)) return;
+    Conn* c = f->conn;
+    if (r <= 0) return close_conn(c);  // the file shrank or failed under us: cut the answer short
+    f->chunk = static_cast<std::size_t>(r);
+    uv_buf_t buf = uv_buf_init(f->buf.get(), static_cast<unsigned>(r));
+    if (!write_now_or_queue(c, &buf, 1, f->chunk, true)) return;
+    if (c->writing) return;  // on_write goes on
+    f->offset += static_cast<int64_t>(f->chunk);
+    f->left -= f->chunk;
+    advance(c);
+}
+
+void start_file(Conn* c) {
+    auto* f = new FileSend{};
+    f->conn = c;
+    f->opts = &worker_of(c).opts;
+    f->name = c->session->effect().file;
+    f->work.data = f;
+    f->fs_busy = true;
+    c->file = f;
+    uv_queue_work(c->tcp.loop, &f->work, [](uv_work_t* req) {
+        auto* f = static_cast<FileSend*>(req->data);  // on a threadpool thread
+        f->fd = open_docroot_file(*f->opts, f->name, f->size);
+    }, on_opened);
+}
+
+// ---- the connection's driver ----
+
+// After anything happened on a connection (bytes read, a write done, an effect completed):
+// write out() as far as the socket takes it; then carry out the session's effect, if any, or read
+// on, or close if the session says so. Returns when the connection waits on something.
+void advance(Conn* c) {
+    if (worker_of(c).stopping) return close_conn(c);  // a completion while the loop stops
+    for (;;) {
+        if (c->closing() || c->writing) return;
+        Outbox& out = c->session->out();
         if (!out.empty()) {
-            // The socket is full. uv_write copies the uv_buf_t array but not the bytes: they are
-            // the Outbox's, which nothing appends to (we stop reading) or consumes until on_write.
-            n = out.fill(iov, kMaxBufs);
-            c->inflight = 0;
+            iovec iov[kMaxBufs];
+            uv_buf_t bufs[kMaxBufs];
+            int n = out.fill(iov, kMaxBufs);
+            std::size_t total = 0;
             for (int i = 0; i < n; ++i) {
                 bufs[i] = uv_buf_init(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
-                c->inflight += iov[i].iov_len;
+                total += iov[i].iov_len;
             }
-            if (uv_write(&c->wr, c->stream(), bufs, n, on_write) != 0) return close_conn(c);
-            c->writing = true;
-            if (c->reading) uv_read_stop(c->stream());
-            c->reading = false;
-            return;
+            if (!write_now_or_queue(c, bufs, n, total, false)) return;
+            if (c->writing) return;
+            continue;  // more than kMaxBufs segments
+        }
+        if (!c->session->busy()) break;
+        stop_reading(c);  // bytes that arrive meanwhile wait in the socket
+        const Effect& e = c->session->effect();
+        switch (e.kind) {
+            case Effect::Kind::wait:
+                start_wait(c);
+                return;
+            case Effect::Kind::fanout:
+                if (c->fanout) return;  // calls in flight
+                if (!worker_of(c).has_backend) {
+                    c->session->complete_fanout({}, false);  // no --backend: 502
+                    continue;
+                }
+                start_fanout(c);
+                return;
+            case Effect::Kind::file: {
+                FileSend* f = c->file;
+                if (!f) {
+                    start_file(c);
+                    return;
+                }
+                if (f->fs_busy || !f->sending) return;
+                if (f->left > 0) {
+                    read_chunk(f);
+                    return;
+                }
+                c->file = nullptr;
+                close_file(f);
+                c->session->file_sent();
+                continue;
+            }
+            case Effect::Kind::none:
+                break;
         }
     }
     if (c->session->close_after_write()) return close_conn(c);
@@ -119,15 +516,25 @@ void flush(Conn* c) {
 }
 
 void on_write(uv_write_t* req, int status) {
+    auto* w = reinterpret_cast<WriteReq*>(req);
     Conn* c = static_cast<Conn*>(req->data);
+    std::size_t bytes = w->bytes;
+    bool file_chunk = w->file_chunk;
+    delete w;
     c->writing = false;
     if (status < 0) return close_conn(c);  // UV_ECANCELED when the handle is closing, or a reset
-    c->session->out().consume(c->inflight);
-    flush(c);
+    if (file_chunk) {
+        FileSend* f = c->file;
+        f->offset += static_cast<int64_t>(f->chunk);
+        f->left -= f->chunk;
+    } else {
+        c->session->out().consume(bytes);
+    }
+    advance(c);
 }
 
 void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    Conn* c = static_cast<Conn*>(s->data);
+    Conn* c = static_cast<Conn*>(static_cast<Owned*>(s->data));
     if (n > 0) {
         c->session->feed(buf->base, static_cast<std::size_t>(n));
     } else if (n == UV_EOF) {
@@ -138,14 +545,13 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     } else {
         return;  // EAGAIN
     }
-    flush(c);
+    advance(c);
 }
 
 void on_connection(uv_stream_t* server, int status) {
     if (status < 0) return warn_once_a_second("accept", status);  // after libuv's EMFILE trick
     Conn* c = new Conn;
-    c->tcp.data = c;
-    c->wr.data = c;
+    c->tcp.data = static_cast<Owned*>(c);
     uv_tcp_init(server->loop, &c->tcp);  // no socket yet: uv_accept brings it
     if (int err = uv_accept(server, c->stream()); err != 0) {
         warn_once_a_second("uv_accept", err);
@@ -154,16 +560,23 @@ void on_connection(uv_stream_t* server, int status) {
     uv_tcp_nodelay(&c->tcp, 1);
     Worker& w = worker_of(reinterpret_cast<uv_handle_t*>(server));
     c->session = make_session(w.opts.proto, w.id);
-    flush(c);  // nothing to write yet: starts reading
+    advance(c);  // nothing to write yet: starts reading
 }
 
-// Stop: close every handle of this loop (listener, connections, the stop handle itself); the
-// loop's uv_run then returns, as nothing is left active.
+// Stop: close every handle of this loop (listener, connections, backends, the stop handle
+// itself; a connection's timer goes with it). The loop's uv_run returns once nothing is left
+// active: threadpool requests in flight finish first and free what they hold.
 void close_all(uv_loop_t* loop) {
+    static_cast<Worker*>(loop->data)->stopping = true;
     uv_walk(loop, [](uv_handle_t* h, void*) {
-        if (uv_is_closing(h)) return;
-        if (h->data) close_conn(static_cast<Conn*>(h->data));
-        else uv_close(h, nullptr);
+        if (uv_is_closing(h) || h->type == UV_TIMER) return;  // timers: closed by their Conn
+        if (h->type == UV_TCP && h->data) {
+            auto* o = static_cast<Owned*>(h->data);
+            if (o->backend) close_backend(static_cast<Backend*>(o));
+            else close_conn(static_cast<Conn*>(o));
+        } else {
+            uv_close(h, nullptr);
+        }
     }, nullptr);
 }
 
@@ -202,6 +615,7 @@ int main(int argc, char** argv) {
         auto w = std::make_unique<Worker>();
         w->opts = opts;
         w->id = identity(kTraits);
+        w->has_backend = backend_address(opts, w->backend);
         check(uv_loop_init(&w->loop), "uv_loop_init");
         w->loop.data = w.get();
         int fd = listen_socket(opts, n > 1);
