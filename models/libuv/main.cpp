@@ -32,12 +32,14 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <atomic>
 #include <cstring>
 #include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "server.hpp"
@@ -55,24 +57,33 @@ struct Worker;
 struct Fanout;
 struct FileSend;
 
-// What a uv_tcp_t's data points to: a client connection or a backend connection.
-struct Owned {
-    bool backend;
-};
-
-struct Conn : Owned {
-    uv_tcp_t tcp;
-    std::unique_ptr<Session> session;
-    uv_timer_t* timer = nullptr;  // wait: only while the connection waits
-    Fanout* fanout = nullptr;     // fanout: calls in flight (the Fanout outlives a closed Conn)
-    FileSend* file = nullptr;     // file: being opened or sent
-    bool writing = false;         // a uv_write is queued
+// A client connection, kept as small as libuv allows, since an idle keep-alive connection holds
+// just this and its Session: the uv_tcp_t (248 bytes in libuv 1.44), the session, and two flags
+// and a tag. Effect state is allocated only while an effect is pending; tcp.data points to it
+// (fx says what it is), and the Conn is found from its handle by address (tcp comes first).
+struct Conn {
+    enum class Fx : uint8_t { none, timer, fanout, file };
+    uv_tcp_t tcp;               // tcp.data: the effect's state (uv_timer_t, Fanout or FileSend)
+    Session* session = nullptr; // owned (a raw pointer keeps Conn standard-layout)
+    Fx fx = Fx::none;
+    bool writing = false;       // a uv_write is queued
     bool reading = false;
-    Conn() : Owned{false} {}
+
+    static Conn* of(void* handle) { return reinterpret_cast<Conn*>(handle); }  // &tcp == this
     uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
     uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&tcp); }
     bool closing() { return uv_is_closing(handle()) != 0; }
+    // wait: a timer only while the connection waits; fanout: the calls in flight (the Fanout
+    // outlives a closed Conn); file: being opened or sent.
+    uv_timer_t* timer() { return fx == Fx::timer ? static_cast<uv_timer_t*>(tcp.data) : nullptr; }
+    Fanout* fanout() { return fx == Fx::fanout ? static_cast<Fanout*>(tcp.data) : nullptr; }
+    FileSend* file() { return fx == Fx::file ? static_cast<FileSend*>(tcp.data) : nullptr; }
+    void set_fx(Fx kind, void* state) {
+        fx = state ? kind : Fx::none;
+        tcp.data = state;
+    }
 };
+static_assert(std::is_standard_layout_v<Conn> && offsetof(Conn, tcp) == 0);
 
 // One queued write to a client (allocated only when the socket was full).
 struct WriteReq {
@@ -91,8 +102,8 @@ struct Fanout {
 
 // A keep-alive connection to the backend. In the pool (idle) it keeps reading, so that a backend
 // closing it is noticed and it is dropped; a call never goes to a connection with unread bytes.
-struct Backend : Owned {
-    uv_tcp_t tcp;
+struct Backend {
+    uv_tcp_t tcp;             // tcp.data: this
     uv_connect_t connect;
     Worker* worker;
     BackendReader reader;
@@ -101,7 +112,8 @@ struct Backend : Owned {
     int index = -1;
     bool connected = false;
     bool pooled = false;
-    Backend() : Owned{true} {}
+    Backend* prev = nullptr;  // in the worker's list of all backends
+    Backend* next = nullptr;
     uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
     uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&tcp); }
 };
@@ -134,6 +146,7 @@ struct Worker {
     bool has_backend = false;
     sockaddr_in backend{};
     std::vector<Backend*> pool;   // idle keep-alive backend connections
+    Backend* backends = nullptr;  // all of them (idle, busy, connecting), to close at stop
     bool stopping = false;
     std::vector<Worker*> others;  // worker 0: the loops to stop when the signal comes
     char buf[kReadBuffer];
@@ -156,20 +169,22 @@ void close_file(FileSend* f) {
 void on_timer_closed(uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); }
 
 void drop_timer(Conn* c) {
-    if (!c->timer) return;
-    uv_close(reinterpret_cast<uv_handle_t*>(c->timer), on_timer_closed);  // stops it first
-    c->timer = nullptr;
+    uv_timer_t* t = c->timer();
+    if (!t) return;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), on_timer_closed);  // stops it first
+    c->set_fx(Conn::Fx::none, nullptr);
 }
 
 // The connection's handle is closed: every write callback has run (with UV_ECANCELED if it was
 // still queued). What a callback may still reach is detached, the rest freed.
 void on_closed(uv_handle_t* h) {
-    Conn* c = static_cast<Conn*>(static_cast<Owned*>(h->data));
-    if (c->fanout) c->fanout->conn = nullptr;  // its calls drain, the last one frees it
-    if (c->file) {
-        if (c->file->fs_busy) c->file->conn = nullptr;  // the threadpool callback frees it
-        else close_file(c->file);
+    Conn* c = Conn::of(h);
+    if (Fanout* f = c->fanout()) f->conn = nullptr;  // its calls drain, the last one frees it
+    if (FileSend* f = c->file()) {
+        if (f->fs_busy) f->conn = nullptr;  // the threadpool callback frees it
+        else close_file(f);
     }
+    delete c->session;
     delete c;
 }
 
@@ -238,17 +253,19 @@ void on_timer(uv_timer_t* t) {
 }
 
 bool start_wait(Conn* c) {
-    if (!c->timer) {
-        c->timer = new uv_timer_t;
-        uv_timer_init(c->tcp.loop, c->timer);
-        c->timer->data = c;
-    } else if (uv_is_active(reinterpret_cast<uv_handle_t*>(c->timer))) {
+    uv_timer_t* t = c->timer();
+    if (!t) {
+        t = new uv_timer_t;
+        uv_timer_init(c->tcp.loop, t);
+        t->data = c;
+        c->set_fx(Conn::Fx::timer, t);
+    } else if (uv_is_active(reinterpret_cast<uv_handle_t*>(t))) {
         return true;  // already waiting
     }
     // The loop's clock is the one of this iteration's start: bring it to now so the wait is
     // not cut short by the time the iteration has taken so far.
     uv_update_time(c->tcp.loop);
-    uv_timer_start(c->timer, on_timer, static_cast<uint64_t>(c->session->effect().ms), 0);
+    uv_timer_start(t, on_timer, static_cast<uint64_t>(c->session->effect().ms), 0);
     return true;
 }
 
@@ -257,7 +274,11 @@ bool start_wait(Conn* c) {
 void on_backend_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
 
 void on_backend_closed(uv_handle_t* h) {
-    auto* b = static_cast<Backend*>(static_cast<Owned*>(h->data));
+    auto* b = static_cast<Backend*>(h->data);
+    Worker& w = *b->worker;
+    if (b->prev) b->prev->next = b->next;
+    else w.backends = b->next;
+    if (b->next) b->next->prev = b->prev;
     delete b;
 }
 
@@ -310,7 +331,7 @@ void on_backend_connect(uv_connect_t* req, int status) {
 }
 
 void on_backend_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    auto* b = static_cast<Backend*>(static_cast<Owned*>(s->data));
+    auto* b = static_cast<Backend*>(s->data);
     if (n == 0) return;
     if (n < 0 || !b->fan) return close_backend(b);  // EOF, reset, or bytes nobody asked for
     switch (b->reader.feed(buf->base, static_cast<std::size_t>(n))) {
@@ -341,7 +362,10 @@ void start_call(Worker& w, Fanout* f, int i, int ms) {
     } else {
         b = new Backend;
         b->worker = &w;
-        b->tcp.data = static_cast<Owned*>(b);
+        b->tcp.data = b;
+        b->next = w.backends;
+        if (w.backends) w.backends->prev = b;
+        w.backends = b;
         b->connect.data = b;
         uv_tcp_init(&w.loop, &b->tcp);
     }
@@ -363,7 +387,7 @@ void release(Fanout* f) {
     std::vector<std::string> bodies = std::move(f->bodies);
     delete f;
     if (!c) return;  // the client went away
-    c->fanout = nullptr;
+    c->set_fx(Conn::Fx::none, nullptr);
     if (c->closing()) return;
     c->session->complete_fanout(bodies, ok);
     advance(c);
@@ -373,7 +397,7 @@ void start_fanout(Conn* c) {
     Worker& w = worker_of(c);
     const Effect& e = c->session->effect();
     auto* f = new Fanout{c, e.calls + 1, true, std::vector<std::string>(static_cast<std::size_t>(e.calls))};
-    c->fanout = f;
+    c->set_fx(Conn::Fx::fanout, f);
     int ms = e.ms, calls = e.calls;  // e may change once the fan-out completes
     for (int i = 0; i < calls; ++i) start_call(w, f, i, ms);
     release(f);  // the +1: completes here only if every call already failed
@@ -386,7 +410,7 @@ void on_fs_read(uv_fs_t* req);
 // A threadpool callback found the connection gone or going: drop the file.
 bool abandoned(FileSend* f) {
     if (f->conn && !f->conn->closing()) return false;
-    if (f->conn) f->conn->file = nullptr;
+    if (f->conn) f->conn->set_fx(Conn::Fx::none, nullptr);
     close_file(f);
     return true;
 }
@@ -398,7 +422,7 @@ void on_opened(uv_work_t* req, int) {
     Conn* c = f->conn;
     std::size_t n = c->session->complete_file(f->fd < 0 ? -1 : f->size);
     if (n == 0) {  // 404, HEAD or an empty file: the head (in out()) is all
-        c->file = nullptr;
+        c->set_fx(Conn::Fx::none, nullptr);
         close_file(f);
     } else {
         f->sending = true;
@@ -445,7 +469,7 @@ void start_file(Conn* c) {
     f->name = c->session->effect().file;
     f->work.data = f;
     f->fs_busy = true;
-    c->file = f;
+    c->set_fx(Conn::Fx::file, f);
     uv_queue_work(c->tcp.loop, &f->work, [](uv_work_t* req) {
         auto* f = static_cast<FileSend*>(req->data);  // on a threadpool thread
         f->fd = open_docroot_file(*f->opts, f->name, f->size);
@@ -483,7 +507,7 @@ void advance(Conn* c) {
                 start_wait(c);
                 return;
             case Effect::Kind::fanout:
-                if (c->fanout) return;  // calls in flight
+                if (c->fanout()) return;  // calls in flight
                 if (!worker_of(c).has_backend) {
                     c->session->complete_fanout({}, false);  // no --backend: 502
                     continue;
@@ -491,7 +515,7 @@ void advance(Conn* c) {
                 start_fanout(c);
                 return;
             case Effect::Kind::file: {
-                FileSend* f = c->file;
+                FileSend* f = c->file();
                 if (!f) {
                     start_file(c);
                     return;
@@ -501,7 +525,7 @@ void advance(Conn* c) {
                     read_chunk(f);
                     return;
                 }
-                c->file = nullptr;
+                c->set_fx(Conn::Fx::none, nullptr);
                 close_file(f);
                 c->session->file_sent();
                 continue;
@@ -524,7 +548,7 @@ void on_write(uv_write_t* req, int status) {
     c->writing = false;
     if (status < 0) return close_conn(c);  // UV_ECANCELED when the handle is closing, or a reset
     if (file_chunk) {
-        FileSend* f = c->file;
+        FileSend* f = c->file();
         f->offset += static_cast<int64_t>(f->chunk);
         f->left -= f->chunk;
     } else {
@@ -534,7 +558,7 @@ void on_write(uv_write_t* req, int status) {
 }
 
 void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    Conn* c = static_cast<Conn*>(static_cast<Owned*>(s->data));
+    Conn* c = Conn::of(s);
     if (n > 0) {
         c->session->feed(buf->base, static_cast<std::size_t>(n));
     } else if (n == UV_EOF) {
@@ -551,7 +575,6 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void on_connection(uv_stream_t* server, int status) {
     if (status < 0) return warn_once_a_second("accept", status);  // after libuv's EMFILE trick
     Conn* c = new Conn;
-    c->tcp.data = static_cast<Owned*>(c);
     uv_tcp_init(server->loop, &c->tcp);  // no socket yet: uv_accept brings it
     if (int err = uv_accept(server, c->stream()); err != 0) {
         warn_once_a_second("uv_accept", err);
@@ -559,7 +582,7 @@ void on_connection(uv_stream_t* server, int status) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     Worker& w = worker_of(reinterpret_cast<uv_handle_t*>(server));
-    c->session = make_session(w.opts.proto, w.id);
+    c->session = make_session(w.opts.proto, w.id).release();
     advance(c);  // nothing to write yet: starts reading
 }
 
@@ -567,17 +590,15 @@ void on_connection(uv_stream_t* server, int status) {
 // itself; a connection's timer goes with it). The loop's uv_run returns once nothing is left
 // active: threadpool requests in flight finish first and free what they hold.
 void close_all(uv_loop_t* loop) {
-    static_cast<Worker*>(loop->data)->stopping = true;
-    uv_walk(loop, [](uv_handle_t* h, void*) {
+    auto* w = static_cast<Worker*>(loop->data);
+    w->stopping = true;
+    for (Backend* b = w->backends; b; b = b->next) close_backend(b);  // fails the calls in flight
+    uv_walk(loop, [](uv_handle_t* h, void* arg) {
         if (uv_is_closing(h) || h->type == UV_TIMER) return;  // timers: closed by their Conn
-        if (h->type == UV_TCP && h->data) {
-            auto* o = static_cast<Owned*>(h->data);
-            if (o->backend) close_backend(static_cast<Backend*>(o));
-            else close_conn(static_cast<Conn*>(o));
-        } else {
-            uv_close(h, nullptr);
-        }
-    }, nullptr);
+        auto* w = static_cast<Worker*>(arg);
+        if (h->type == UV_TCP && h != reinterpret_cast<uv_handle_t*>(&w->listener)) close_conn(Conn::of(h));
+        else uv_close(h, nullptr);
+    }, w);
 }
 
 void on_signal(uv_poll_t* p, int, int) {
