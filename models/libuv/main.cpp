@@ -13,9 +13,9 @@
 //       fanout: K backend calls at once on keep-alive uv_tcp_t connections from a per-loop pool
 //               that grows on demand (Node's http.Agent), a counter per fan-out;
 //       file:   open on libuv's threadpool (uv_queue_work around the shared open_docroot_file),
-//               then 64 KiB uv_fs_read chunks on the threadpool, each written with
-//               uv_try_write/uv_write before the next is read (Node's fs.createReadStream piped
-//               into the socket);
+//               then 64 KiB uv_fs_read chunks on the threadpool, written with uv_try_write/
+//               uv_write while the next one is read (Node's fs.createReadStream piped into the
+//               socket: one chunk read ahead);
 //   - uv_close with a close callback that frees the connection; effect state that a callback may
 //     still reach (a fan-out's calls, a threadpool request) outlives a connection that goes away
 //     and is freed by the last callback;
@@ -128,12 +128,19 @@ struct FileSend {
     uv_fs_t fs;                     // the chunk reads, on the threadpool
     int fd = -1;
     long long size = 0;
-    bool fs_busy = false;
+    bool fs_busy = false;           // the open or a read is on the threadpool
     bool sending = false;           // complete_file said how many bytes to send
-    std::size_t left = 0;           // bytes still to read and write
-    int64_t offset = 0;
-    std::size_t chunk = 0;          // bytes of buf being written
-    std::unique_ptr<char[]> buf;
+    // Read-ahead as in a Node stream: the next chunk is read while the one before is written,
+    // so at most one read and one write are in flight, in two buffers.
+    std::unique_ptr<char[]> bufs[2];
+    std::size_t unread = 0;         // bytes still to read
+    std::size_t left = 0;           // bytes still to write
+    int64_t read_off = 0;
+    int rbuf = 0;                   // buffer of the read in flight
+    int ready_buf = 0;              // a chunk read and not yet written: its buffer and length
+    std::size_t ready_len = 0;
+    int wbuf = -1;                  // buffer of the queued write, or -1
+    std::size_t chunk = 0;          // bytes of that write
 };
 
 struct Worker {
@@ -426,23 +433,46 @@ void on_opened(uv_work_t* req, int) {
         close_file(f);
     } else {
         f->sending = true;
-        f->left = n;
-        f->buf.reset(new char[std::min(n, kFileChunk)]);
+        f->left = f->unread = n;
+        f->bufs[0].reset(new char[std::min(n, kFileChunk)]);
     }
     advance(c);  // writes the head, then the chunks
 }
 
-// Reads the next chunk on the threadpool (the head and earlier chunks are written).
-void read_chunk(FileSend* f) {
+// Reads the next chunk on the threadpool into buffer `b`.
+bool read_chunk(FileSend* f, int b) {
     f->fs_busy = true;
+    f->rbuf = b;
     f->fs.data = f;
-    uv_buf_t buf = uv_buf_init(f->buf.get(), static_cast<unsigned>(std::min(f->left, kFileChunk)));
-    int err = uv_fs_read(f->conn->tcp.loop, &f->fs, f->fd, &buf, 1, f->offset, on_fs_read);
-    if (err != 0) {
-        uv_fs_req_cleanup(&f->fs);
-        f->fs_busy = false;
-        close_conn(f->conn);  // the head promised bytes that cannot come: cut the answer short
+    uv_buf_t buf = uv_buf_init(f->bufs[b].get(), static_cast<unsigned>(std::min(f->unread, kFileChunk)));
+    int err = uv_fs_read(f->conn->tcp.loop, &f->fs, f->fd, &buf, 1, f->read_off, on_fs_read);
+    if (err == 0) return true;
+    uv_fs_req_cleanup(&f->fs);
+    f->fs_busy = false;
+    close_conn(f->conn);  // the head promised bytes that cannot come: cut the answer short
+    return false;
+}
+
+// Moves the file on: writes a chunk that is read if no write is queued, starts the next read if
+// a buffer is free. True once every byte is written.
+bool pump_file(Conn* c, FileSend* f) {
+    if (!c->writing && f->ready_len > 0) {
+        std::size_t n = f->ready_len;
+        f->ready_len = 0;
+        uv_buf_t buf = uv_buf_init(f->bufs[f->ready_buf].get(), static_cast<unsigned>(n));
+        f->wbuf = f->ready_buf;
+        f->chunk = n;
+        if (!write_now_or_queue(c, &buf, 1, n, true)) return false;
+        if (!c->writing) {  // all taken at once
+            f->left -= n;
+            f->wbuf = -1;
+        }
     }
+    if (!f->fs_busy && f->unread > 0 && f->ready_len == 0) {
+        if (f->wbuf == 0 && !f->bufs[1]) f->bufs[1].reset(new char[kFileChunk]);
+        if (!read_chunk(f, f->wbuf == 0 ? 1 : 0)) return false;
+    }
+    return f->left == 0 && !c->writing && !f->fs_busy;
 }
 
 void on_fs_read(uv_fs_t* req) {
@@ -452,14 +482,13 @@ void on_fs_read(uv_fs_t* req) {
     f->fs_busy = false;
     if (abandoned(f)) return;
     Conn* c = f->conn;
-    if (r <= 0) return close_conn(c);  // the file shrank or failed under us: cut the answer short
-    f->chunk = static_cast<std::size_t>(r);
-    uv_buf_t buf = uv_buf_init(f->buf.get(), static_cast<unsigned>(r));
-    if (!write_now_or_queue(c, &buf, 1, f->chunk, true)) return;
-    if (c->writing) return;  // on_write goes on
-    f->offset += static_cast<int64_t>(f->chunk);
-    f->left -= f->chunk;
-    advance(c);
+    // An error, or the file shrank under us: the head promised more, so cut the answer short.
+    if (r <= 0 || static_cast<std::size_t>(r) > f->unread) return close_conn(c);
+    f->read_off += r;
+    f->unread -= static_cast<std::size_t>(r);
+    f->ready_buf = f->rbuf;
+    f->ready_len = static_cast<std::size_t>(r);
+    if (!c->writing) advance(c);  // otherwise on_write goes on
 }
 
 void start_file(Conn* c) {
@@ -520,11 +549,8 @@ void advance(Conn* c) {
                     start_file(c);
                     return;
                 }
-                if (f->fs_busy || !f->sending) return;
-                if (f->left > 0) {
-                    read_chunk(f);
-                    return;
-                }
+                if (!f->sending) return;  // opening
+                if (!pump_file(c, f)) return;
                 c->set_fx(Conn::Fx::none, nullptr);
                 close_file(f);
                 c->session->file_sent();
@@ -549,8 +575,8 @@ void on_write(uv_write_t* req, int status) {
     if (status < 0) return close_conn(c);  // UV_ECANCELED when the handle is closing, or a reset
     if (file_chunk) {
         FileSend* f = c->file();
-        f->offset += static_cast<int64_t>(f->chunk);
         f->left -= f->chunk;
+        f->wbuf = -1;
     } else {
         c->session->out().consume(bytes);
     }
