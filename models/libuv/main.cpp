@@ -269,10 +269,15 @@ bool start_wait(Conn* c) {
     } else if (uv_is_active(reinterpret_cast<uv_handle_t*>(t))) {
         return true;  // already waiting
     }
-    // The loop's clock is the one of this iteration's start: bring it to now so the wait is
-    // not cut short by the time the iteration has taken so far.
-    uv_update_time(c->tcp.loop);
-    uv_timer_start(t, on_timer, static_cast<uint64_t>(c->session->effect().ms), 0);
+    // libuv's timers run on the loop's clock: whole milliseconds of a coarse clock, taken at the
+    // start of the iteration, so a plain uv_timer_start(ms) may fire up to ~2 ms early (Node's
+    // setTimeout does). Every model must hold a request at least MS ms, so: bring the loop's clock
+    // to now, and add the whole milliseconds by which it lags the precise clock.
+    uv_loop_t* loop = c->tcp.loop;
+    uv_update_time(loop);
+    uint64_t now_ns = uv_hrtime(), loop_ns = uv_now(loop) * 1000000;
+    uint64_t lag_ms = now_ns > loop_ns ? (now_ns - loop_ns + 999999) / 1000000 : 0;
+    uv_timer_start(t, on_timer, static_cast<uint64_t>(c->session->effect().ms) + lag_ms, 0);
     return true;
 }
 
