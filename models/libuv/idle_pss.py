@@ -1,4 +1,7 @@
-# Idle PSS per keep-alive connection: start a server, open N connections, one GET / each, then idle.
+# PSS per idle keep-alive connection (issue 7's idle target): starts a server, opens N connections
+# that each make one GET / and then idle, and reads the server's /proc/PID/smaps_rollup Pss before
+# and after. Works for any server-<model>. Usage (Debian's python3, RLIMIT_NOFILE raised to hard):
+#   /usr/bin/python3 models/libuv/idle_pss.py build/bin/server-libuv 10000 [server flags...]
 import resource, socket, subprocess, sys, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
