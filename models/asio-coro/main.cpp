@@ -16,17 +16,35 @@
 //     coroutine resumes with operation_aborted and returns, run() returns;
 //   - EMFILE: async_accept fails with no_descriptors; accept_connection() drops the pending
 //     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop.
+// Effects (the session's busy(): the coroutine does not read meanwhile), in carry_out():
+//   - wait: co_await (timer.async_wait() || client_gone(sock)), a Timer in carry_out's frame;
+//   - fanout: the gather: K co_spawned backend_call coroutines in a ranged parallel group
+//     (wait_for_all), each on a connection from the worker's keep-alive pool (async_connect,
+//     async_write, async_read_some into a BackendReader), raced with client_gone() the same way;
+//   - file: sendfile(2) on the native handle, co_await async_wait(wait_write) when the socket is
+//     full;
+//   - client_gone(): a wait_error on the client socket, completed by a reset (or by the socket's
+//     close at shutdown); awaitable_operators' `||` then cancels the other side: the timer, or
+//     every backend call, whose connections are closed, never pooled again.
 // Asio runs sockets on its epoll_reactor on Linux (edge-triggered, registered once per socket).
 // Needs Boost >= 1.81 (Asio, header-only), g++ >= 11 with -std=c++20, Linux.
 // Run: server-asio-coro --proto http --host 127.0.0.1 --port 0 [--workers N]
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <array>
 #include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <cerrno>
+#include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -50,6 +68,7 @@ constexpr int kMaxSegments = 16;
 using Executor = asio::io_context::executor_type;
 using Socket = tcp::socket::rebind_executor<Executor>::other;
 using Acceptor = tcp::acceptor::rebind_executor<Executor>::other;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>;
 template <class T>
 using awaitable = asio::awaitable<T, Executor>;
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable_t<Executor>{});  // co_await gives [ec, ...]
@@ -78,6 +97,18 @@ auto write_out(Socket& sock, const Outbox& out, Token&& token) {
 
 struct Worker;
 
+// One keep-alive connection to the fan-out backend: in its worker's pool between calls, owned by
+// the call's coroutine frame while a call is in flight.
+struct Backend {
+    explicit Backend(Worker& w);
+    ~Backend();
+    Worker& w;
+    Socket sock;
+    BackendReader reader;
+    std::array<char, 2048> buf;  // one answer is ~150 bytes; the reader takes it in pieces
+    Backend *prev = nullptr, *next = nullptr;  // the worker's registry of backend connections
+};
+
 // A connection's entry in its worker's registry, living in the connection's coroutine frame.
 struct Registered {
     Worker& w;
@@ -96,13 +127,36 @@ struct Worker {
     ServerIdentity id = identity(kTraits);
     Registered* conns = nullptr;
     char buf[kReadBuffer];
+    // Fan-out: the backend's address, the pool of idle keep-alive connections to it (grows on
+    // demand, LIFO so the warmest is reused), and every backend connection for shutdown.
+    bool has_backend = false;
+    tcp::endpoint backend;
+    std::vector<std::unique_ptr<Backend>> pool;
+    Backend* backends = nullptr;
+    bool stopping = false;
 
     void shutdown() {
+        stopping = true;
         error_code ec;
         acceptor.close(ec);
-        for (Registered* r = conns; r; r = r->next) r->sock.close(ec);  // resumes with aborted
+        // Each coroutine resumes with operation_aborted: a pending effect is cancelled through
+        // the client_gone() half of its `||` (see carry_out), which cancels the timer or the calls.
+        for (Registered* r = conns; r; r = r->next) r->sock.close(ec);
+        pool.clear();
+        for (Backend* b = backends; b; b = b->next) b->sock.close(ec);
     }
 };
+
+Backend::Backend(Worker& w) : w(w), sock(w.ctx), next(w.backends) {
+    if (next) next->prev = this;
+    w.backends = this;
+}
+
+Backend::~Backend() {
+    if (prev) prev->next = next;
+    else w.backends = next;
+    if (next) next->prev = prev;
+}
 
 Registered::Registered(Worker& w, Socket& sock) : w(w), sock(sock), next(w.conns) {
     if (next) next->prev = this;
@@ -113,6 +167,154 @@ Registered::~Registered() {
     if (prev) prev->next = next;
     else w.conns = next;
     if (next) next->prev = prev;
+}
+
+// Backend call `id` of a fan-out: a pooled connection (or a new one), write the request, read
+// until one whole answer is in. Its body, or nullopt on any failure. A connection goes back to
+// the pool only after a complete answer; a failed or cancelled one is closed (dropped).
+awaitable<std::optional<std::string>> backend_call(Worker& w, int ms, int id) {
+    const std::string req = backend_request(ms, id);
+    for (int attempt = 0;; ++attempt) {
+        std::unique_ptr<Backend> b;
+        bool reused = attempt == 0 && !w.pool.empty();
+        if (reused) {
+            b = std::move(w.pool.back());
+            w.pool.pop_back();
+        } else {
+            b = std::make_unique<Backend>(w);
+            auto [ec] = co_await b->sock.async_connect(w.backend, use_nothrow);
+            if (ec) co_return std::nullopt;
+            b->sock.set_option(tcp::no_delay(true), ec);
+        }
+        b->reader.reset();
+        bool got_bytes = false;
+        auto [wec, written] = co_await asio::async_write(b->sock, asio::buffer(req), use_nothrow);
+        BackendReader::State st = BackendReader::State::error;
+        while (!wec) {
+            auto [ec, n] = co_await b->sock.async_read_some(asio::buffer(b->buf), use_nothrow);
+            if (ec) break;
+            got_bytes = true;
+            st = b->reader.feed(b->buf.data(), n);
+            if (st != BackendReader::State::more) break;
+        }
+        if (st == BackendReader::State::done) {
+            if (b->reader.status() != 200) co_return std::nullopt;
+            std::string body = b->reader.body();
+            if (b->reader.keep_alive() && !w.stopping) w.pool.push_back(std::move(b));
+            co_return body;
+        }
+        // A pooled connection the backend had closed: retry once on a fresh one (as HTTP client
+        // pools do for idempotent requests) — unless the call was cancelled.
+        auto cs = co_await asio::this_coro::cancellation_state;
+        if (!reused || got_bytes || w.stopping || cs.cancelled() != asio::cancellation_type::none)
+            co_return std::nullopt;
+    }
+}
+
+// The gather: K backend calls co_spawned at once and awaited together (asyncio.gather): a ranged
+// parallel group over deferred co_spawns. Cancelling it (the client went away) cancels every call.
+awaitable<std::optional<std::vector<std::string>>> gather(Worker& w, int ms, int calls) {
+    using Call = decltype(co_spawn(w.ctx, backend_call(w, ms, 0), asio::deferred));
+    std::vector<Call> ops;
+    ops.reserve(calls);
+    for (int i = 0; i < calls; ++i) ops.push_back(co_spawn(w.ctx, backend_call(w, ms, i), asio::deferred));
+    auto [order, errors, results] =
+        co_await asio::experimental::make_parallel_group(std::move(ops))
+            .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable_t<Executor>{});
+    std::vector<std::string> bodies;
+    bodies.reserve(calls);
+    for (int i = 0; i < calls; ++i) {
+        if (errors[i] || !results[i]) co_return std::nullopt;
+        bodies.push_back(std::move(*results[i]));
+    }
+    co_return bodies;
+}
+
+// Completes when the client resets the connection (EPOLLERR/EPOLLHUP: a FIN alone does not, so a
+// half-closed client still gets its answer) or when the socket is closed (shutdown).
+awaitable<std::tuple<error_code>> client_gone(Socket& sock) {
+    return sock.async_wait(tcp::socket::wait_error, use_nothrow);
+}
+
+// The file's bytes with sendfile(2) on the socket's native handle: send until the socket is
+// full, then co_await async_wait(wait_write). False if the client cannot take it.
+awaitable<bool> send_file(Socket& sock, int fd, std::size_t left) {
+    error_code ec;
+    sock.native_non_blocking(true, ec);
+    off_t off = 0;
+    std::size_t turn = 0;
+    while (left > 0) {
+        ssize_t n = 0;
+        if (turn < 2 * 1024 * 1024) n = ::sendfile(sock.native_handle(), fd, &off, left);
+        if (n > 0) {
+            left -= static_cast<std::size_t>(n);
+            turn += static_cast<std::size_t>(n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n == 0 || (n < 0 && errno == EAGAIN)) {
+            // Full (or 2 MiB sent this turn, nginx's sendfile_max_chunk: let others run).
+            if (n == 0 && turn < 2 * 1024 * 1024) co_return false;  // the file shrank under us
+            turn = 0;
+            auto [wec] = co_await sock.async_wait(tcp::socket::wait_write, use_nothrow);
+            if (wec) co_return false;
+        } else {
+            co_return false;
+        }
+    }
+    co_return true;
+}
+
+struct FdCloser {
+    int fd;
+    ~FdCloser() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+// Carries out the session's pending effect and hands its outcome back. False if the client went
+// away (or the server is stopping): the connection is then dropped.
+awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s) {
+    using namespace asio::experimental::awaitable_operators;
+    const Effect& e = s.effect();
+    switch (e.kind) {
+    case Effect::Kind::wait: {
+        Timer timer(w.ctx, std::chrono::milliseconds(e.ms));
+        auto r = co_await (timer.async_wait(use_nothrow) || client_gone(sock));
+        if (r.index() != 0 || std::get<0>(std::get<0>(r))) co_return false;
+        s.complete_wait();
+        co_return true;
+    }
+    case Effect::Kind::fanout: {
+        if (!w.has_backend) {
+            s.complete_fanout({}, false);
+            co_return true;
+        }
+        auto r = co_await (gather(w, e.ms, e.calls) || client_gone(sock));
+        if (r.index() != 0) co_return false;
+        auto& bodies = std::get<0>(r);
+        if (bodies) s.complete_fanout(*bodies, true);
+        else s.complete_fanout({}, false);
+        co_return true;
+    }
+    case Effect::Kind::file: {
+        long long size = 0;
+        FdCloser file{open_docroot_file(w.opts, e.file, size)};
+        std::size_t n = s.complete_file(file.fd < 0 ? -1 : size);
+        if (n == 0) co_return true;  // a 404 or HEAD: only the head, in out()
+        Outbox& out = s.out();
+        while (!out.empty()) {
+            auto [ec, written] = co_await write_out(sock, out, use_nothrow);
+            if (ec) co_return false;
+            out.consume(written);
+        }
+        if (!co_await send_file(sock, file.fd, n)) co_return false;
+        s.file_sent();
+        co_return true;
+    }
+    case Effect::Kind::none:
+        break;
+    }
+    co_return true;
 }
 
 awaitable<void> serve(Worker& w, Socket sock) {
@@ -129,11 +331,17 @@ awaitable<void> serve(Worker& w, Socket sock) {
         else if (ec) co_return;  // reset by peer
         else session->feed(w.buf, n);
 
-        Outbox& out = session->out();
-        while (!out.empty()) {
-            auto [write_ec, written] = co_await write_out(sock, out, use_nothrow);
-            if (write_ec) co_return;
-            out.consume(written);
+        // Write the answers, carry out the effect the session waits on (it is not read
+        // meanwhile), and again: a completion may release pipelined requests and a next effect.
+        for (;;) {
+            Outbox& out = session->out();
+            while (!out.empty()) {
+                auto [write_ec, written] = co_await write_out(sock, out, use_nothrow);
+                if (write_ec) co_return;
+                out.consume(written);
+            }
+            if (!session->busy()) break;
+            if (!co_await carry_out(w, sock, *session)) co_return;
         }
         if (session->close_after_write()) co_return;  // the socket closes with the frame
     }
@@ -179,6 +387,11 @@ int main(int argc, char** argv) {
         auto w = std::make_unique<Worker>();
         int fd = listen_socket(opts, n > 1);
         w->opts = opts;
+        sockaddr_in backend;
+        if (backend_address(opts, backend)) {
+            w->has_backend = true;
+            w->backend = tcp::endpoint(asio::ip::address_v4(ntohl(backend.sin_addr.s_addr)), ntohs(backend.sin_port));
+        }
         sockaddr_storage ss{};
         socklen_t len = sizeof ss;
         getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
