@@ -155,6 +155,9 @@ private:
     void on_readable();
     // Writes out(), then carries out the pending effect if any, then reads again (or closes).
     void flush() {
+        // A handler that completed just before close() (a write, say) must not go on: the
+        // session may be mid-effect with its state (the file) already released.
+        if (!sock_.is_open()) return;
         Outbox& out = session_->out();
         if (!out.empty()) {
             write_out(sock_, out, [self = shared_from_this()](error_code ec, std::size_t n) {
