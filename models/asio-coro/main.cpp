@@ -17,15 +17,16 @@
 //   - EMFILE: async_accept fails with no_descriptors; accept_connection() drops the pending
 //     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop.
 // Effects (the session's busy(): the coroutine does not read meanwhile), in carry_out():
-//   - wait: co_await (timer.async_wait() || client_gone(sock)), a Timer in carry_out's frame;
+//   - wait: co_await timer.async_wait(), a Timer in carry_out's frame;
 //   - fanout: the gather: K co_spawned backend_call coroutines in a ranged parallel group
 //     (wait_for_all), each on a connection from the worker's keep-alive pool (async_connect,
-//     async_write, async_read_some into a BackendReader), raced with client_gone() the same way;
+//     async_write, async_read_some into a BackendReader);
 //   - file: sendfile(2) on the native handle, co_await async_wait(wait_write) when the socket is
 //     full;
-//   - client_gone(): a wait_error on the client socket, completed by a reset (or by the socket's
-//     close at shutdown); awaitable_operators' `||` then cancels the other side: the timer, or
-//     every backend call, whose connections are closed, never pooled again.
+//   - watch_client(): a wait_error armed on the client socket at a connection's first effect; a
+//     reset (or the socket's close at shutdown) completes it and it emits a cancellation signal
+//     bound to the effect's operation: the timer wait, or the parallel group, which cancels every
+//     backend call (their connections are closed, never pooled again).
 // Asio runs sockets on its epoll_reactor on Linux (edge-triggered, registered once per socket).
 // Needs Boost >= 1.81 (Asio, header-only), g++ >= 11 with -std=c++20, Linux.
 // Run: server-asio-coro --proto http --host 127.0.0.1 --port 0 [--workers N]
@@ -36,7 +37,6 @@
 
 #include <array>
 #include <boost/asio.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <cerrno>
 #include <chrono>
@@ -44,7 +44,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <variant>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -139,8 +138,8 @@ struct Worker {
         stopping = true;
         error_code ec;
         acceptor.close(ec);
-        // Each coroutine resumes with operation_aborted: a pending effect is cancelled through
-        // the client_gone() half of its `||` (see carry_out), which cancels the timer or the calls.
+        // Each coroutine resumes with operation_aborted; a pending effect is cancelled by the
+        // connection's watch_client(), whose wait the close completes.
         for (Registered* r = conns; r; r = r->next) r->sock.close(ec);
         pool.clear();
         for (Backend* b = backends; b; b = b->next) b->sock.close(ec);
@@ -211,29 +210,25 @@ awaitable<std::optional<std::string>> backend_call(Worker& w, int ms, int id) {
     }
 }
 
-// The gather: K backend calls co_spawned at once and awaited together (asyncio.gather): a ranged
-// parallel group over deferred co_spawns. Cancelling it (the client went away) cancels every call.
-awaitable<std::optional<std::vector<std::string>>> gather(Worker& w, int ms, int calls) {
-    using Call = decltype(co_spawn(w.ctx, backend_call(w, ms, 0), asio::deferred));
-    std::vector<Call> ops;
-    ops.reserve(calls);
-    for (int i = 0; i < calls; ++i) ops.push_back(co_spawn(w.ctx, backend_call(w, ms, i), asio::deferred));
-    auto [order, errors, results] =
-        co_await asio::experimental::make_parallel_group(std::move(ops))
-            .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable_t<Executor>{});
-    std::vector<std::string> bodies;
-    bodies.reserve(calls);
-    for (int i = 0; i < calls; ++i) {
-        if (errors[i] || !results[i]) co_return std::nullopt;
-        bodies.push_back(std::move(*results[i]));
-    }
-    co_return bodies;
-}
+// Watches the client while its connection has effects: a reset (EPOLLERR/EPOLLHUP; a FIN alone
+// does not count, so a half-closed client still gets its answer) or the socket's close (shutdown)
+// completes a wait_error armed on the connection's first effect, and `gone` then cancels, through
+// Asio's per-operation cancellation, the effect operation bound to it (the timer wait or the
+// parallel group). One epoll_ctl per connection, not one per request as racing each effect with
+// its own wait through awaitable_operators' `||` would cost (that measured ~10 us of CPU per
+// /delay request, as much again as the whole request). The completion handler is a plain
+// function object, not a coroutine: it is armed at once while the socket surely exists, and it
+// touches only the shared watch, never the socket, which may be gone when it runs.
+struct ClientWatch {
+    asio::cancellation_signal gone;
+    bool fired = false;
+};
 
-// Completes when the client resets the connection (EPOLLERR/EPOLLHUP: a FIN alone does not, so a
-// half-closed client still gets its answer) or when the socket is closed (shutdown).
-awaitable<std::tuple<error_code>> client_gone(Socket& sock) {
-    return sock.async_wait(tcp::socket::wait_error, use_nothrow);
+void watch_client(Socket& sock, const std::shared_ptr<ClientWatch>& watch) {
+    sock.async_wait(tcp::socket::wait_error, [watch](error_code) {
+        watch->fired = true;
+        watch->gone.emit(asio::cancellation_type::terminal);
+    });
 }
 
 // The file's bytes with sendfile(2) on the socket's native handle: send until the socket is
@@ -273,14 +268,19 @@ struct FdCloser {
 
 // Carries out the session's pending effect and hands its outcome back. False if the client went
 // away (or the server is stopping): the connection is then dropped.
-awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s) {
-    using namespace asio::experimental::awaitable_operators;
+awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s, std::shared_ptr<ClientWatch>& watch) {
+    if (!watch) {
+        watch = std::make_shared<ClientWatch>();
+        watch_client(sock, watch);
+    }
+    if (watch->fired) co_return false;
     const Effect& e = s.effect();
     switch (e.kind) {
     case Effect::Kind::wait: {
         Timer timer(w.ctx, std::chrono::milliseconds(e.ms));
-        auto r = co_await (timer.async_wait(use_nothrow) || client_gone(sock));
-        if (r.index() != 0 || std::get<0>(std::get<0>(r))) co_return false;
+        auto [ec] = co_await timer.async_wait(asio::bind_cancellation_slot(watch->gone.slot(), use_nothrow));
+        watch->gone.slot().clear();  // the op's cancellation handler points into `timer`
+        if (ec || watch->fired) co_return false;
         s.complete_wait();
         co_return true;
     }
@@ -289,11 +289,26 @@ awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s) {
             s.complete_fanout({}, false);
             co_return true;
         }
-        auto r = co_await (gather(w, e.ms, e.calls) || client_gone(sock));
-        if (r.index() != 0) co_return false;
-        auto& bodies = std::get<0>(r);
-        if (bodies) s.complete_fanout(*bodies, true);
-        else s.complete_fanout({}, false);
+        // The gather: K backend calls co_spawned at once and awaited together (asyncio.gather),
+        // a ranged parallel group over deferred co_spawns. Cancelling it cancels every call.
+        using Call = decltype(co_spawn(w.ctx, backend_call(w, 0, 0), asio::deferred));
+        std::vector<Call> ops;
+        ops.reserve(e.calls);
+        for (int i = 0; i < e.calls; ++i) ops.push_back(co_spawn(w.ctx, backend_call(w, e.ms, i), asio::deferred));
+        auto [order, errors, results] =
+            co_await asio::experimental::make_parallel_group(std::move(ops))
+                .async_wait(asio::experimental::wait_for_all(),
+                            asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable_t<Executor>{}));
+        watch->gone.slot().clear();  // releases the group's state, which its handler holds
+        if (watch->fired) co_return false;
+        std::vector<std::string> bodies;
+        bodies.reserve(results.size());
+        bool ok = true;
+        for (std::size_t i = 0; i < results.size() && ok; ++i) {
+            ok = !errors[i] && results[i];
+            if (ok) bodies.push_back(std::move(*results[i]));
+        }
+        s.complete_fanout(ok ? bodies : std::vector<std::string>{}, ok);
         co_return true;
     }
     case Effect::Kind::file: {
@@ -320,6 +335,7 @@ awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s) {
 awaitable<void> serve(Worker& w, Socket sock) {
     Registered reg(w, sock);
     std::unique_ptr<Session> session = make_session(w.opts.proto, w.id);
+    std::shared_ptr<ClientWatch> watch;  // made on the first effect
     error_code ec;
     sock.non_blocking(true, ec);  // read_some must report would_block, never block the loop
     for (;;) {
@@ -341,7 +357,7 @@ awaitable<void> serve(Worker& w, Socket sock) {
                 out.consume(written);
             }
             if (!session->busy()) break;
-            if (!co_await carry_out(w, sock, *session)) co_return;
+            if (!co_await carry_out(w, sock, *session, watch)) co_return;
         }
         if (session->close_after_write()) co_return;  // the socket closes with the frame
     }
