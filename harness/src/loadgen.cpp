@@ -351,10 +351,7 @@ void Worker::finish_setup() {
     if (open_cursor_ < conns_.size()) return;
     for (const Conn& c : conns_)
         if (c.st == St::connecting || (c.idler && c.st == St::busy)) return;
-    for (const Conn& c : conns_) {
-        if (!c.idler) established += (c.st == St::ready);
-        else idle.established += (c.st == St::ready);
-    }
+    for (const Conn& c : conns_) established += (!c.idler && c.st == St::ready);
     setup_done_ = true;
     sh_.ready.fetch_add(1, std::memory_order_release);
 }
@@ -686,6 +683,7 @@ bool Worker::complete_one(Conn& c, uint64_t now) {
             c.st = St::finished;
             return false;
         }
+        ++idle.established;  // answered its first request: held from now on
         c.st = St::ready;
         return true;
     }
@@ -732,9 +730,10 @@ void Worker::after_answers(Conn& c, int completed, uint64_t now) {
 // A broken connection: count it, close it, open its replacement.
 void Worker::fail(Conn& c, Err kind, uint64_t now) {
     if (c.idler) {
-        if (!setup_done_) c.st = St::unused;
+        const bool held = c.st == St::ready;  // it had answered before: the server dropped it
+        if (!held && !checking_) c.st = St::unused;  // never held: a set-up failure
         else {
-            if (!checking_) ++idle.lost_while_idle;
+            if (held) ++idle.lost_while_idle;
             c.st = St::finished;
         }
         close_conn(c);
