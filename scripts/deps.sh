@@ -11,6 +11,7 @@ packages=(
   liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
   procps                                     # ps/pgrep used in diagnostics
+  wrk apache2-utils nginx                    # real clients (load --client wrk|ab); nginx for vs_wrk.py
 )
 
 missing=()

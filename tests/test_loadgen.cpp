@@ -7,11 +7,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -439,6 +441,112 @@ TEST(LoadScripted, IdleConnectionsTheServerDropsAreCounted) {
     EXPECT_LE(r.idle.dropped, 11);
     EXPECT_EQ(r.idle.dropped, r.idle.established - r.idle.answered_at_end);
     EXPECT_EQ(r.idle.lost_while_idle, r.idle.dropped);  // they were closed while idle
+}
+
+}  // namespace
+
+namespace {
+
+// ---- the command line and the real clients -------------------------------------------------------
+
+std::string run_command(const std::string& cmd, int& rc) {
+    std::string out;
+    FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+    if (!f) return out;
+    char buf[4096];
+    while (std::size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+    rc = WEXITSTATUS(pclose(f));
+    return out;
+}
+
+nlohmann::json read_json(const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in, nullptr, false);
+}
+
+class LoadCommand : public ::testing::Test {
+protected:
+    void SetUp() override {
+        server_ = start_epoll();
+        ASSERT_TRUE(server_);
+        json_ = (std::filesystem::temp_directory_path() / ("concbench-load-" + std::to_string(getpid()) + ".json")).string();
+    }
+    void TearDown() override {
+        if (server_) server_->stop();
+        std::remove(json_.c_str());
+    }
+    // `concbench load` against the server with `args`; returns its stdout+stderr.
+    std::string load(const std::string& args, int& rc) {
+        return run_command(std::string(CONCBENCH_BIN_DIR) + "/concbench load --target 127.0.0.1:" +
+                               std::to_string(server_->port()) + " " + args + " --json " + json_, rc);
+    }
+    std::unique_ptr<ServerProcess> server_;
+    std::string json_;
+};
+
+TEST_F(LoadCommand, OpenLoopWritesTheResultsSchema) {
+    int rc = -1;
+    std::string out = load("-c 4 -d 1 --warmup 0.2 --rate 1000", rc);
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("uncorrected"), std::string::npos) << out;
+    nlohmann::json j = read_json(json_);
+    ASSERT_FALSE(j.is_discarded());
+    EXPECT_EQ(j["schema"], kResultsSchema);
+    EXPECT_EQ(j["load"]["shape"], "open");
+    EXPECT_EQ(j["load"]["offered_rps"], 1000.0);
+    EXPECT_TRUE(j.contains("latency_uncorrected_us"));
+    EXPECT_TRUE(j["latency_us"].contains("p999"));
+    EXPECT_TRUE(j.contains("histogram_uncorrected"));
+    EXPECT_GE(j["series"]["rows"].size(), 1u);
+    EXPECT_EQ(j["client"]["tool"], "loadgen");
+    EXPECT_EQ(j["errors_total"], 0);
+}
+
+TEST_F(LoadCommand, IdleAndPathAndBadInput) {
+    int rc = -1;
+    std::string out = load("-c 2 -d 0.5 --warmup 0 --idle 100 --path /bytes/10", rc);
+    ASSERT_EQ(rc, 0) << out;
+    nlohmann::json j = read_json(json_);
+    EXPECT_EQ(j["idle"]["answered_at_end"], 100);
+    EXPECT_EQ(j["path"], "/bytes/10");
+    EXPECT_EQ(j["errors_total"], 0);
+    out = load("-c 2 -d 0.5 --path nope", rc);
+    EXPECT_EQ(rc, 2);
+    EXPECT_NE(out.find("--path must start with /"), std::string::npos) << out;
+    out = load("-c 2 -d 0.5 --close -P 4", rc);
+    EXPECT_NE(rc, 0);
+    EXPECT_NE(out.find("keep-alive"), std::string::npos) << out;
+}
+
+TEST_F(LoadCommand, WrkDrivesTheSameCellInTheSameSchema) {
+    ASSERT_EQ(access("/usr/bin/wrk", X_OK), 0) << "wrk missing: scripts/deps.sh installs it";
+    int rc = -1;
+    std::string out = load("-c 4 -d 1 --client wrk", rc);
+    ASSERT_EQ(rc, 0) << out;
+    nlohmann::json j = read_json(json_);
+    EXPECT_EQ(j["client"]["tool"], "wrk");
+    EXPECT_GT(j["requests"].get<double>(), 0);
+    EXPECT_GT(j["throughput_rps"].get<double>(), 0);
+    EXPECT_GT(j["latency_us"]["p50"].get<double>(), 0);
+    EXPECT_LE(j["latency_us"]["p50"].get<double>(), j["latency_us"]["p99"].get<double>());
+    EXPECT_GT(j["client"]["cpu_s"].get<double>(), 0);
+    EXPECT_EQ(j["errors_total"], 0);
+    out = load("-c 4 -d 1 --client wrk --rate 100", rc);
+    EXPECT_NE(rc, 0);
+    EXPECT_NE(out.find("wrk2"), std::string::npos) << out;
+}
+
+TEST_F(LoadCommand, AbDrivesConnectionPerRequest) {
+    ASSERT_EQ(access("/usr/bin/ab", X_OK), 0) << "ab missing: scripts/deps.sh installs apache2-utils";
+    int rc = -1;
+    std::string out = load("-c 4 -d 1 --client ab --close", rc);
+    ASSERT_EQ(rc, 0) << out;
+    nlohmann::json j = read_json(json_);
+    EXPECT_EQ(j["client"]["tool"], "ab");
+    EXPECT_TRUE(j["load"]["connection_per_request"].get<bool>());
+    EXPECT_GT(j["requests"].get<double>(), 0);
+    EXPECT_GT(j["latency_us"]["p50"].get<double>(), 0);
+    EXPECT_EQ(j["errors_total"], 0) << j["errors"].dump();
 }
 
 }  // namespace

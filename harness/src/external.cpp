@@ -208,7 +208,8 @@ json run_wrk(const LoadSpec& spec, const std::string& path) {
     j["client_bound"] = j["client"]["cpu_util"].get<double>() >= 0.9;
     const LittleCheck l = little_law(j["throughput_rps"].get<double>(), w["mean"].get<double>() / 1e6,
                                      spec.connections, 1);  // per batch: one batch per connection
-    j["checks"] = {{"little_law_ratio", l.ratio}, {"little_law_ok", l.ok}};
+    j["checks"] = {{"little_law_ratio", l.ratio}, {"little_law_ok", l.ok}, {"in_flight", l.in_flight},
+                   {"in_flight_expected", l.expected}};
     return j;
 }
 
@@ -225,7 +226,9 @@ json run_ab(const LoadSpec& spec, const std::string& path) {
     if (csv.empty()) return {{"fatal", std::string("cannot create ab's CSV file: ") + std::strerror(errno)}};
     std::vector<std::string> argv = {"/usr/bin/ab", "-q", "-r",
                                      "-t", std::to_string(std::max(1L, std::lround(spec.duration_s))),
-                                     "-n", "2000000000",  // after -t, which implies -n 50000
+                                     // After -t (which implies -n 50000). ab keeps 32 bytes per
+                                     // request, so the bound is what it can reach in the time.
+                                     "-n", std::to_string(std::max(50000L, std::lround(spec.duration_s * 100000))),
                                      "-c", std::to_string(spec.connections),
                                      "-s", std::to_string(std::max(1L, std::lround(spec.request_timeout_s))),
                                      "-e", csv};
@@ -268,10 +271,14 @@ json run_ab(const LoadSpec& spec, const std::string& path) {
     auto add = [&](const char* kind, double n) {
         if (n > 0) errors[kind] = errors.value(kind, uint64_t(0)) + uint64_t(n);
     };
-    add("connect", number_after(c.out, "(Connect: "));
-    add("reset", number_after(c.out, "Receive: "));
-    add("bad_body", number_after(c.out, "Length: "));
-    add("reset", number_after(c.out, "Exceptions: "));
+    // "Failed requests: N" is followed, when N > 0, by "(Connect: a, Receive: b, Length: c,
+    // Exceptions: d)"; read those after it ("Document Length:" comes earlier in the output).
+    const auto failed_at = c.out.find("(Connect: ");
+    const std::string failed = failed_at == std::string::npos ? "" : c.out.substr(failed_at, c.out.find(')', failed_at) - failed_at);
+    add("connect", number_after(failed, "(Connect: "));
+    add("reset", number_after(failed, "Receive: "));
+    add("bad_body", number_after(failed, "Length: "));
+    add("reset", number_after(failed, "Exceptions: "));
     add("bad_status", number_after(c.out, "Non-2xx responses:"));
     uint64_t total = 0;
     for (auto& [k, v] : errors.items()) total += v.get<uint64_t>();
