@@ -4,7 +4,7 @@
 // - T threads, each pinned to its CPU, each owning one epoll instance and its share of the C
 //   connections; threads share nothing on the hot path but an atomic phase they read once per
 //   loop iteration. Each has its own Histograms and counters, merged after join.
-// - Sockets are non-blocking with TCP_NODELAY and registered level-triggered for EPOLLIN once, for
+// - Sockets are non-blocking with TCP_NODELAY and registered edge-triggered for EPOLLIN once, for
 //   their whole life. EPOLLOUT is added only while requests could not be written in full, so a
 //   request costs a share of one send(), one recv() and one epoll_wait() -- no epoll_ctl().
 //   Answers that arrive together are read by one recv() into a 64 KiB per-thread buffer and
@@ -67,6 +67,11 @@ constexpr int kPollMs = 10;                       // how late a thread may notic
 constexpr uint64_t kScanNs = 100'000'000;         // time-out scan period
 constexpr int kMaxConnecting = 256;               // connects in progress per thread during set-up
 constexpr auto kMainTick = std::chrono::milliseconds(5);
+// Edge-triggered: epoll does not poll every reported socket again at the next epoll_wait (a
+// level-triggered set costs a tcp_poll per socket per wait). Correct because a read that does
+// not fill the buffer has emptied the socket of data, and any later data raises a new edge. The
+// end of the stream does not show in a short read: EPOLLRDHUP says it is there to be read.
+constexpr uint32_t kIn = EPOLLIN | EPOLLRDHUP | EPOLLET;
 
 uint64_t now_ns() {
     timespec ts;
@@ -224,7 +229,8 @@ private:
     void queue_requests(Conn& c, int n, uint64_t due, uint64_t now);
     bool flush_out(Conn& c);
     void schedule(Conn& c, uint64_t now);
-    void read_answers(Conn& c);
+    void read_answers(Conn& c, uint32_t events);
+    bool read_some(Conn& c, ssize_t n);
     bool feed_http(Conn& c, const char* data, std::size_t n, uint64_t now, int& completed);
     bool feed_echo(Conn& c, const char* data, std::size_t n, uint64_t now, int& completed);
     bool complete_one(Conn& c, uint64_t now);
@@ -403,11 +409,11 @@ void Worker::dispatch(Conn& c, uint32_t events) {
         finish_connect(c, now_ns());
         break;
     case St::ready:  // nothing is expected on a connection with nothing in flight
-        read_answers(c);
+        read_answers(c, events);
         break;
     case St::busy:
         if ((events & EPOLLOUT) && c.out_pending > 0 && !flush_out(c)) break;
-        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) read_answers(c);
+        if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) read_answers(c, events);
         break;
     default:
         break;
@@ -473,7 +479,7 @@ void Worker::open_conn(Conn& c, uint64_t now, uint64_t due) {
         c.http.data = &c;
     }
     if (connect(c.fd, reinterpret_cast<const sockaddr*>(&t.addr), t.len) == 0) {
-        set_events(c, EPOLLIN, EPOLL_CTL_ADD);
+        set_events(c, kIn, EPOLL_CTL_ADD);
         return established_conn(c, now);
     }
     if (errno != EINPROGRESS) return connect_failed(c, errno);
@@ -489,7 +495,7 @@ void Worker::finish_connect(Conn& c, uint64_t now) {
     if (err != 0) return connect_failed(c, err);
     if (!setup_done_) --connecting_;
     c.out_armed = false;
-    set_events(c, EPOLLIN, EPOLL_CTL_MOD);
+    set_events(c, kIn, EPOLL_CTL_MOD);
     established_conn(c, now);
 }
 
@@ -555,7 +561,7 @@ bool Worker::flush_out(Conn& c) {
             c.out_pending -= uint32_t(n);
             c.out_off = uint32_t((c.out_off + uint64_t(n)) % req_len_);
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (!c.out_armed) set_events(c, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+            if (!c.out_armed) set_events(c, kIn | EPOLLOUT, EPOLL_CTL_MOD);
             c.out_armed = true;
             return true;
         } else if (errno != EINTR) {
@@ -563,7 +569,7 @@ bool Worker::flush_out(Conn& c) {
             return false;
         }
     }
-    if (c.out_armed) set_events(c, EPOLLIN, EPOLL_CTL_MOD);
+    if (c.out_armed) set_events(c, kIn, EPOLL_CTL_MOD);
     c.out_armed = false;
     return true;
 }
@@ -590,30 +596,46 @@ void Worker::schedule(Conn& c, uint64_t now) {
     }
 }
 
-void Worker::read_answers(Conn& c) {
-    const ssize_t n = recv(c.fd, buf_.get(), kReadBufBytes, 0);
+void Worker::read_answers(Conn& c, uint32_t events) {
+    // Edge-triggered: read until a read leaves the socket empty; when the peer has closed or
+    // failed, on until recv() says so (0 or an error).
+    const bool to_the_end = events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+    for (;;) {
+        const ssize_t n = recv(c.fd, buf_.get(), kReadBufBytes, 0);
+        if (!read_some(c, n) || (std::size_t(n) < kReadBufBytes && !to_the_end)) return;
+    }
+}
+
+// Handles one recv() result. False: stop reading this connection now (empty, failed, closed).
+bool Worker::read_some(Conn& c, ssize_t n) {
     const uint64_t now = now_ns();
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        return fail(c, kReset, now);
+        if (errno == EINTR) return true;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+        fail(c, kReset, now);
+        return false;
     }
-    if (c.inflight == 0)  // data or EOF on a connection nobody has asked anything
-        return fail(c, n == 0 ? kClosed : kBadResponse, now);
+    if (c.inflight == 0) {  // data or EOF on a connection nobody has asked anything
+        fail(c, n == 0 ? kClosed : kBadResponse, now);
+        return false;
+    }
     if (n == 0) {
         // An HTTP answer delimited by the end of the connection ends here; anything else is cut.
         if (wl_.proto == Proto::http && c.rx > 0 && c.inflight == 1) {
             llhttp_finish(&c.http);
             if (c.flags & kDoneFlag) {
                 complete_one(c, now);  // closes (or fails) the connection either way
-                return;
+                return false;
             }
         }
-        return fail(c, c.rx == 0 ? kClosed : kShortRead, now);
+        fail(c, c.rx == 0 ? kClosed : kShortRead, now);
+        return false;
     }
     int completed = 0;
     const bool ok = wl_.proto == Proto::http ? feed_http(c, buf_.get(), std::size_t(n), now, completed)
                                              : feed_echo(c, buf_.get(), std::size_t(n), now, completed);
     if (ok) after_answers(c, completed, now);
+    return ok && c.fd >= 0;
 }
 
 // False: the connection failed (and was replaced).
