@@ -2,6 +2,7 @@
 #include "concbench/runner.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -375,6 +376,12 @@ int run_profile(const RunOptions& o) {
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
     pin_thread(p.client_cpus);  // the runner, its sampler and its load threads stay off the server's CPUs
+    // Servers inherit the descriptor limit: raise the soft one to the hard one before any starts,
+    // so a C10K cell measures the model, not a default of 1024.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     fmt::print("concbench: run {} — profile '{}': {} cells ({} to run), server on CPU {}, client on CPU {}\n",
                run_id, p.name, cells.size(), todo, fmt::join(p.server_cpus, ","), fmt::join(p.client_cpus, ","));
