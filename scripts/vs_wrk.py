@@ -172,6 +172,13 @@ def main():
                       % (c, lg["rps"], lg["p50_us"], lg["mean_us"], lg["cpu_us_per_req"], wk["rps"], wk["p50_us"],
                          wk["mean_us"], wk["cpu_us_per_req"], lg["rps"] / wk["rps"], lg["p50_us"] / wk["p50_us"],
                          lg["mean_us"] / wk["mean_us"], lg["cpu_us_per_req"] / wk["cpu_us_per_req"]), flush=True)
+                # Little's law: a closed loop of c connections has c requests in flight, so
+                # throughput x mean latency = c when the latency covers the whole cycle. A client
+                # whose latency leaves out its own delay before sending comes out below c.
+                print("c=%-5d Little's law, requests in flight (req/s x mean latency, median of rounds): "
+                      "loadgen %.0f, wrk %.0f (of %d)"
+                      % (c, statistics.median(x["rps"] * x["mean_us"] / 1e6 for x in rows["loadgen"]),
+                         statistics.median(x["rps"] * x["mean_us"] / 1e6 for x in rows["wrk"]), c), flush=True)
         finally:
             nginx.send_signal(signal.SIGQUIT)
             try:

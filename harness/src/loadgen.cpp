@@ -208,6 +208,7 @@ public:
     // Per second of the window: answers, errors, sends, and the answers' latency slots.
     std::vector<uint64_t> sec_requests, sec_errors, sec_sent;
     std::vector<Histogram::Slots> sec_slots;
+    uint64_t closed_ns = 0;           // when this thread closed the window (it notices late)
     IdleResult idle;
     std::string fatal;             // this thread could not run (pinning, epoll)
     std::string connect_error;     // the last connect failure's reason
@@ -386,6 +387,7 @@ void Worker::on_phase(int phase, uint64_t now) {
     }
     if (phase >= kCheck && recording_) {  // the window closes
         cpu_s = thread_cpu_s() - cpu_at_open_;
+        closed_ns = now;
         flush_second();
         for (Conn& c : conns_) {
             if (c.idler || c.st == St::unused || c.st == St::pending) continue;
@@ -866,9 +868,10 @@ std::string raise_fd_limit(int sockets) {
     return {};
 }
 
-void collect(const std::vector<std::unique_ptr<Worker>>& workers, LoadResult& r) {
+void collect(const std::vector<std::unique_ptr<Worker>>& workers, uint64_t open_ns, LoadResult& r) {
     uint64_t errors[kErrKinds] = {};
     std::size_t seconds = 0;
+    double recorded_s = r.measured_s;  // until the last thread noticed the window's end
     for (const auto& w : workers) {
         r.connections_established += w->established;
         r.requests += w->requests;
@@ -884,16 +887,18 @@ void collect(const std::vector<std::unique_ptr<Worker>>& workers, LoadResult& r)
         r.idle.lost_while_idle += w->idle.lost_while_idle;
         r.idle.answered_at_end += w->idle.answered_at_end;
         seconds = std::max(seconds, w->sec_requests.size());
+        if (w->closed_ns > open_ns && open_ns > 0)
+            recorded_s = std::max(recorded_s, double(w->closed_ns - open_ns) / 1e9);
     }
     r.idle.dropped = r.idle.established - r.idle.answered_at_end;
     for (int k = 0; k < kErrKinds; ++k)
         if (errors[k] > 0) r.errors[kErrNames[k]] = errors[k];
     // Per second: counts summed, latency slots merged before the percentile is taken.
-    seconds = std::min<std::size_t>(seconds, std::size_t(std::ceil(r.measured_s)));
+    seconds = std::min<std::size_t>(seconds, std::size_t(std::ceil(recorded_s)));
     Histogram h;
     for (std::size_t s = 0; s < seconds; ++s) {
         SecondStats st;
-        st.length_s = std::min(1.0, r.measured_s - double(s));
+        st.length_s = std::min(1.0, recorded_s - double(s));
         st.t_s = double(s) + st.length_s;
         h.reset();
         for (const auto& w : workers) {
@@ -1018,7 +1023,7 @@ LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measur
     }
     sh.phase.store(kDone, std::memory_order_release);
     for (auto& t : threads) t.join();
-    collect(workers, r);
+    collect(workers, sh.open_ns.load(), r);
     return r;
 }
 
