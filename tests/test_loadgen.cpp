@@ -111,7 +111,12 @@ TEST(LittleLaw, CountsThePipelineDepth) {
     LittleCheck l = little_law(160'000, 0.010, 100, 16);  // 1600 in flight = 100 x 16
     EXPECT_DOUBLE_EQ(l.expected, 1600);
     EXPECT_TRUE(l.ok);
-    EXPECT_FALSE(little_law(10'000, 0.010, 100, 16).ok);  // only 100 of 1600 in flight
+    // Batches drain one answer at a time: anything from C to C x P in flight is a full loop...
+    EXPECT_TRUE(little_law(10'000, 0.010, 100, 16).ok);   // 100 of 1600
+    EXPECT_TRUE(little_law(100'000, 0.010, 100, 16).ok);  // 1000
+    // ...fewer than C is not, nor more than C x P.
+    EXPECT_FALSE(little_law(5'000, 0.010, 100, 16).ok);   // 50
+    EXPECT_FALSE(little_law(200'000, 0.010, 100, 16).ok); // 2000
 }
 
 TEST(LittleLaw, FlagsStarvedConnectionsAndTheTwentyPercentEdge) {

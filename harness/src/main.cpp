@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
     load_cmd->add_option("--rate,-R", load.rate,
                          "open loop: requests/s over all connections, latency from the intended send time")
         ->check(CLI::PositiveNumber);
-    load_cmd->add_option("--pipeline,-P", load.pipeline, "requests in flight per connection")
+    load_cmd->add_option("--pipeline,-P", load.pipeline, "requests sent together per connection (pipelining)")
         ->check(CLI::Range(1, 1024))->capture_default_str();
     load_cmd->add_option("--proto", load.proto, "http or echo")->check(CLI::IsMember({"http", "echo"}))->capture_default_str();
     load_cmd->add_option("--path", load.path, "HTTP: GET this path (status 200 checked; body only for /)");

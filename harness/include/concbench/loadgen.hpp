@@ -1,7 +1,8 @@
 // loadgen: the client. C connections spread over T threads, each thread one epoll loop with
 // non-blocking sockets. Load shapes:
-// - closed loop: every connection keeps `pipeline` requests in flight (1: the next request is sent
-//   when the previous answer is complete); latency per request, from its send to its answer;
+// - closed loop: every connection sends `pipeline` requests together and the next batch when all
+//   are answered (1: the next request when the previous answer is complete); latency per
+//   request, from its send to its answer;
 // - open loop (`rate` > 0): requests are due at fixed intended times, `rate` per second spread
 //   evenly over the connections; latency is measured from the intended send time (no
 //   coordinated omission), the uncorrected service time (actual send to answer) beside it;
@@ -33,7 +34,7 @@ struct LoadSpec {
     int connections = 1;
     int threads = 1;
     std::vector<int> cpus;          // client threads pinned round-robin to these; empty: no pinning
-    int pipeline = 1;               // requests in flight per connection (keep-alive HTTP or echo)
+    int pipeline = 1;               // requests sent together per connection (keep-alive HTTP or echo)
     double rate = 0;                // > 0: open loop, requests per second over all connections
     int idle_connections = 0;       // held idle through the load, checked again at its end
     double warmup_s = 1.0;          // run but not recorded
@@ -104,7 +105,8 @@ Fairness fairness(const std::vector<uint32_t>& per_connection);
 uint64_t intended_send_ns(uint64_t start_ns, double rate, int connections, int i, uint64_t k);
 
 // Little's law for a closed loop: requests in flight = throughput x mean latency, which should
-// be every established connection times its pipeline depth. ratio = in flight / expected.
+// be every established connection (within 20 %). Pipelined (P > 1, in batches): between C and
+// C x P (within 20 %). ratio = in flight / (C x P).
 struct LittleCheck {
     double in_flight = 0;
     double expected = 0;
