@@ -714,11 +714,10 @@ bool Worker::complete_one(Conn& c, uint64_t now) {
     }
     if (recording_) {
         const uint64_t lat = now > t_due ? now - t_due : 0;
-        hist.record(lat);
         if (open_) hist_uncorrected.record(now > t_sent ? now - t_sent : 0);
         const std::size_t s = sec_of(now);
         if (s != cur_sec_) flush_second(), cur_sec_ = s;
-        sec_hist_.record(lat);
+        sec_hist_.record(lat);  // into `hist` when the second is flushed: one record per answer
         ++sec_requests[s];
         ++requests;
         ++c.done;
@@ -804,9 +803,12 @@ std::size_t Worker::sec_of(uint64_t now) {
     return s;
 }
 
+// The current second's histogram goes into the window's (exact min, max and mean carried) and,
+// as its slots, into the series.
 void Worker::flush_second() {
     if (sec_hist_.count() == 0) return;
     sec_of(open_ns_ + cur_sec_ * 1'000'000'000);  // make room
+    hist.merge(sec_hist_);
     Histogram::Slots s = sec_hist_.slots();
     Histogram::Slots& into = sec_slots[cur_sec_];
     into.insert(into.end(), s.begin(), s.end());
