@@ -6,7 +6,7 @@ usage: /usr/bin/python3 scripts/vs_wrk.py [--connections 100,1000] [--rounds 3] 
 
 Starts nginx (one worker, daemon off, 127.0.0.1 on a free port, `return 200 "Hello, World!"`,
 access_log off) from a config in a temporary directory, pinned to the server CPU, then measures
-`concbench load` and `wrk` alternately, one client thread each, pinned to the client CPU. Client
+`concbench load` and `wrk` alternately (the first of each round alternates too), one client thread each, pinned to the client CPU. Client
 CPU is the whole client process's user+system time (wait4 rusage) over its whole run, divided by
 the requests it completed, for both clients alike (loadgen runs with --warmup 0 here, so both
 include their connection set-up). Prints one row per run and the medians with the ratios.
@@ -157,7 +157,8 @@ def main():
             for c in [int(x) for x in a.connections.split(",")]:
                 rows = {"loadgen": [], "wrk": []}
                 for r in range(a.rounds):
-                    for name, fn in (("loadgen", run_loadgen), ("wrk", run_wrk)):
+                    order = [("loadgen", run_loadgen), ("wrk", run_wrk)]
+                    for name, fn in (order if r % 2 == 0 else order[::-1]):  # who goes first alternates
                         res = fn(port, c, a.duration, a.client_cpu, a.pipeline, tmp)
                         rows[name].append(res)
                         print("c=%-5d round %d %-7s %9.0f req/s  p50 %8.1f  mean %8.1f  p99 %8.1f µs  "
