@@ -240,6 +240,8 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
         return out;
     }
 
+    // The server's memory before any connection: what idle connections cost is measured from it.
+    const TreeSample at_start = sample_tree(server->pid());
     Sampler sampler(server->pid());
     sampler.start();
     LoadSpec spec;
@@ -289,7 +291,13 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
                    {"cpu_us_per_req", server_cpu * 1e6 / req},
                    {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
                    {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
-                   {"cpus", p.server_cpus}};
+                   {"cpus", p.server_cpus},              {"pss_kib_at_start", at_start.pss_kib}};
+    // C10K: what one idle connection costs — the tree's PSS in the window over its PSS before
+    // the first connection, per idle connection held (the 10 active ones are in it too, a
+    // rounding error at thousands of idle ones).
+    if (j.contains("idle") && r.idle.established > 0)
+        j["idle"]["pss_bytes_per_idle"] =
+            (s.pss_kib_mean - static_cast<double>(at_start.pss_kib)) * 1024.0 / r.idle.established;
     // The server's CPUs: how busy they were in the window, and how much of that was not the
     // server's own tree (other processes, interrupt work not charged to it). Tick-based, so
     // small values are noise; a large one means the machine was not quiet.
@@ -348,6 +356,8 @@ std::string summary_line(const json& j) {
         line += fmt::format("  [server CPU {:.0f} % busy with other work: machine not quiet]",
                             100 * j["server_cpus"]["not_server"].get<double>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
+    if (j.contains("idle") && j["idle"].contains("pss_bytes_per_idle"))
+        line += fmt::format("  {:.0f} B PSS per idle connection", j["idle"]["pss_bytes_per_idle"].get<double>());
     if (j.contains("idle") && j["idle"]["dropped"].get<int>() > 0)
         line += fmt::format("  [{} of {} idle connections dropped]", j["idle"]["dropped"].get<int>(),
                             j["idle"]["established"].get<int>());
