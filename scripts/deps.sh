@@ -11,7 +11,8 @@ packages=(
   liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
   procps                                     # ps/pgrep used in diagnostics
-  nginx apache2                              # the reference servers (models/nginx, models/apache-*)
+  wrk apache2-utils                          # real clients (load --client wrk|ab)
+  nginx apache2                              # the reference servers (models/nginx, models/apache-*); nginx also for vs_wrk.py
 )
 # Packages whose postinst would start a system service: the benchmark starts them itself with
 # its own configuration, so the package's service must neither start nor keep running.

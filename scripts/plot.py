@@ -4,7 +4,9 @@
 usage: /usr/bin/python3 scripts/plot.py RESULTS_DIR [--out DIR] [--classic WORKLOAD]
 
 Reads RESULTS_DIR/results.jsonl (+ meta.json) and writes <workload>-<metric>.png/.svg and
-<workload>-overview.png into RESULTS_DIR/plots/ (or --out). Repetitions of a cell are shown as
+<workload>-overview.png into RESULTS_DIR/plots/ (or --out); cells run with idle connections held
+get their own set, <workload>-idle<K>-<metric>; a rate sweep (open-loop steps) gives
+<workload>-sweep.png/.svg: latency against offered load, where the knee shows. Repetitions of a cell are shown as
 their median with min-max error bars; a hollow point is a client-bound cell, whose throughput and
 latency say more about the client than the server. Failed cells are listed on the chart.
 Reference servers (mechanism "reference": nginx, Apache) are drawn in black and grey with square
@@ -334,6 +336,74 @@ def classic_chart(rows, metric, colours, sub, out):
     return paths
 
 
+def is_open(row):
+    load = row.get("load")
+    return isinstance(load, dict) and load.get("shape") == "open"
+
+
+def idle_of(row):
+    v = row.get("idle_connections")
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def draw_sweep(rows, colours, sub, fails, title, stem, out):
+    """Latency (corrected p50, p99; uncorrected p99) and achieved throughput against offered load."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.4), gridspec_kw={"width_ratios": [3, 2]})
+    lines = defaultdict(list)
+    for r in rows:
+        offered = _get(r, "load", "offered_rps")
+        if offered:
+            lines[(r["model"], r["connections"])].append((offered, r))
+    several_c = len({c for _, c in lines}) > 1
+    hollow_any = False
+    for (model, conns), pts in sorted(lines.items()):
+        pts.sort(key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        c = colours[model][0]
+        label = f"{model} c={conns}" if several_c else model
+        for getter, style in ((lambda r: _ms(_get(r, "latency_us", "p50")), "-"),
+                              (lambda r: _ms(_get(r, "latency_us", "p99")), "--"),
+                              (lambda r: _ms(_get(r, "latency_uncorrected_us", "p99")), ":")):
+            ys = [getter(r) for _, r in pts]
+            ax.plot(xs, ys, color=c, linestyle=style, linewidth=1.5, label=label if style == "-" else None)
+        for x, r in pts:
+            cb = is_client_bound(r)
+            hollow_any |= cb
+            ax.plot([x], [_ms(_get(r, "latency_us", "p99"))], marker="o", markersize=5, color=c,
+                    markerfacecolor="white" if cb else c, linestyle="none")
+        ax2.plot(xs, [_get(r, "throughput_rps") for _, r in pts], color=c, marker="o", markersize=4, label=label)
+    top = max((x for pts in lines.values() for x, _ in pts), default=1)
+    ax2.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1, label="achieved = offered")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests / s)")
+    ax.set_ylabel("latency (ms), from the intended send time")
+    ax.grid(True, which="major", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
+                Line2D([], [], color="black", linestyle="--", label="p99"),
+                Line2D([], [], color="black", linestyle=":", label="p99 uncorrected (from actual send)")]
+    if hollow_any:
+        handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
+                              label=HOLLOW_NOTE))
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
+    ax.set_title("latency vs offered load (open loop)", fontsize=10)
+    ax2.set_xlabel("offered load (requests / s)")
+    ax2.set_ylabel("achieved (requests / s)")
+    ax2.set_title("achieved vs offered", fontsize=10)
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title} — rate sweep\n{sub}", fontsize=12)
+    failure_note(fig, fails)
+    fig.tight_layout(rect=(0, 0.04 if fails else 0, 1, 1))
+    written = []
+    for ext in ("png", "svg"):
+        path = out / f"{stem}-sweep.{ext}"
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
@@ -347,16 +417,24 @@ def main():
     sub = subtitle(meta)
     colours = styles(ok + failed)
     written = []
-    for workload in sorted({r["workload"] for r in ok}):
-        rows = [r for r in ok if r["workload"] == workload]
-        fails = [r for r in failed if r["workload"] == workload]
+    for workload, idle in sorted({(r["workload"], idle_of(r)) for r in ok}):
+        group = [r for r in ok if r["workload"] == workload and idle_of(r) == idle]
+        rows = [r for r in group if not is_open(r)]
+        fails = [r for r in failed if r["workload"] == workload and idle_of(r) == idle]
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload) + (f"-idle{idle}" if idle else "")
+        title = workload + (f" (+{idle} idle connections)" if idle else "")
+        sweep = [r for r in group if is_open(r)]
+        if sweep:
+            written += draw_sweep(sweep, colours, sub, [r for r in fails if is_open(r)], title, safe, out)
+        if not rows:
+            continue
         wmodels = sorted({r["model"] for r in rows})
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload)
+        fails = [r for r in fails if not is_open(r)]
         for metric in METRICS:
             fig, ax = plt.subplots(figsize=(8, 5.2))
             hollow = draw(ax, metric, rows, colours)
             legend(ax, metric, wmodels, colours, hollow)
-            fig.suptitle(f"{workload} — {metric[1]}", fontsize=13)
+            fig.suptitle(f"{title} — {metric[1]}", fontsize=13)
             ax.set_title(sub, fontsize=8, color="dimgrey")
             failure_note(fig, fails)
             fig.tight_layout(rect=(0, 0.04 if fails else 0, 1, 1))
@@ -373,7 +451,7 @@ def main():
             ax.set_title(metric[1], fontsize=10)
         legend(axes.flat[-1], METRICS[1], wmodels, colours, flags, fontsize=11, loc="center")
         axes.flat[-1].axis("off")
-        fig.suptitle(f"{workload} — overview\n{sub}", fontsize=12)
+        fig.suptitle(f"{title} — overview\n{sub}", fontsize=12)
         failure_note(fig, fails)
         fig.tight_layout(rect=(0, 0.03 if fails else 0, 1, 1))
         path = out / f"{safe}-overview.png"

@@ -56,6 +56,15 @@ line() {   # line MODEL CONNS REP STATUS
         done
     done
     echo 'this is not json {'
+    # A rate sweep: open-loop steps at fractions of the closed-loop maximum.
+    for f in 10 50 90; do
+        printf '{"schema":1,"cell":"epoll/hello/c10/r1/rate%d","model":"epoll","workload":"hello",' "$f"
+        printf '"connections":10,"repetition":1,"status":"ok","throughput_rps":%d,' $((f * 800))
+        printf '"load":{"shape":"open","rate_fraction":0.%02d,"offered_rps":%d},' "$f" $((f * 800))
+        printf '"latency_us":{"p50":%d,"p99":%d},"latency_uncorrected_us":{"p50":100,"p99":900},' \
+            $((f * 10)) $((f * 100))
+        printf '"client_bound":false}\n'
+    done
 } >"$res/results.jsonl"
 
 "$PY" "$PLOT" "$res" >"$tmp/stdout" 2>"$tmp/stderr"
@@ -71,6 +80,8 @@ for metric in throughput latency cpu-per-request pss fds; do
     done
 done
 check "overview png exists" test -s "$res/plots/hello-overview.png"
+check "rate sweep png exists" test -s "$res/plots/hello-sweep.png"
+check "rate sweep svg is listed" grep -qF "$res/plots/hello-sweep.svg" "$tmp/stdout"
 check "png files are PNG" bash -c "head -c 8 '$res/plots/hello-latency.png' | grep -q PNG"
 
 "$PY" "$PLOT" "$res" --out "$tmp/elsewhere" >/dev/null 2>&1

@@ -239,6 +239,55 @@ print(("PASS" if len(set(cells)) == 6 and set(cells) == want else "FAIL") + f" 6
 EOF
 check "latest points to the resumed run" test "$(readlink "$res/latest")" = "$run2"
 
+# ---------------------------------------------------------------- rate sweep and idle connections
+cat >"$tmp/sweep.toml" <<'EOF'
+name = "sweep"
+models = ["epoll"]
+workloads = ["hello"]
+connections = [4]
+idle_connections = [0, 50]
+rate_sweep = [0.25, 0.5]
+pipeline = 2
+repetitions = 1
+warmup_s = 0.2
+duration_s = 0.5
+EOF
+timeout -k 5 60 "$CB" run --profile "$tmp/sweep.toml" --results "$res" >"$tmp/out8" 2>"$tmp/err8"
+rc=$?
+check "sweep run exits 0 (got $rc: $(tail -c 400 "$tmp/err8"; grep FAILED "$tmp/out8" | head -3))" test "$rc" -eq 0
+run8="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out8" | head -1)"
+pycheck "sweep results" "$res/$run8" <<'EOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+rows = {r["cell"]: r for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
+t(len(rows) == 6, "6 cells (2 idle levels x (closed + 2 steps)), got %s" % sorted(rows))
+for idle, pre in ((0, "epoll/hello/c4"), (50, "epoll/hello/c4/i50")):
+    closed = rows.get(pre + "/r1")
+    t(closed is not None and closed["status"] == "ok", "closed cell %s ok" % pre)
+    if not closed: continue
+    t(closed["load"]["shape"] == "closed" and closed["load"]["pipeline"] == 2, "closed cell shape and pipeline")
+    t(closed["checks"]["little_law_ratio"] is not None, "closed cell has Little's law")
+    t(closed["idle_connections"] == idle, "idle_connections %d recorded" % idle)
+    if idle:
+        t(closed["idle"]["established"] == 50 and closed["idle"]["dropped"] == 0, "50 idle held, none dropped: %s" % closed.get("idle"))
+    for pct, f in (("25", 0.25), ("50", 0.5)):
+        s = rows.get(pre + "/r1/rate" + pct)
+        t(s is not None and s["status"] == "ok", "step %s %s ok (%s)" % (pre, pct, s and s["error"]))
+        if not s: continue
+        t(s["load"]["shape"] == "open" and abs(s["load"]["rate_fraction"] - f) < 1e-9, "step shape and fraction")
+        t(abs(s["load"]["offered_rps"] - f * closed["throughput_rps"]) < 1e-6 * closed["throughput_rps"] + 1e-9,
+          "step offered = fraction x closed max")
+        t("latency_uncorrected_us" in s and s["latency_uncorrected_us"]["p50"] <= s["latency_us"]["p50"],
+          "step has uncorrected latency <= corrected")
+        t(s["checks"]["little_law_ok"] is None, "no Little's law for open loop")
+        stem = s["cell"].replace("/", "_")
+        ser = json.loads((d / "series" / (stem + ".json")).read_text())
+        t("load" in ser and len(ser["load"]["rows"]) >= 1, "per-second client series saved")
+        h = json.loads((d / "hist" / (stem + ".json")).read_text())
+        t("uncorrected" in h, "hist has the uncorrected spectrum")
+EOF
+
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
 bad="$tmp/bad-results"
 timeout -k 5 20 "$CB" run --profile /nonexistent.toml --results "$bad" >/dev/null 2>"$tmp/err4"
