@@ -15,7 +15,8 @@
 //     a shutdown to every io_context: close the acceptor and every socket in its registry, each
 //     coroutine resumes with operation_aborted and returns, run() returns;
 //   - EMFILE: async_accept fails with no_descriptors; accept_connection() drops the pending
-//     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop.
+//     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop
+//     after a 10 ms pause (accept4 keeps failing at once while out of fds: no spinning).
 // Asio runs sockets on its epoll_reactor on Linux (edge-triggered, registered once per socket).
 // Needs Boost >= 1.81 (Asio, header-only), g++ >= 11 with -std=c++20, Linux.
 // Run: server-asio-coro --proto http --host 127.0.0.1 --port 0 [--workers N]
@@ -95,11 +96,14 @@ struct Worker {
     ServerOptions opts;
     ServerIdentity id = identity(kTraits);
     Registered* conns = nullptr;
+    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>
+        emfile_pause{ctx};
     char buf[kReadBuffer];
 
     void shutdown() {
         error_code ec;
         acceptor.close(ec);
+        emfile_pause.cancel();
         for (Registered* r = conns; r; r = r->next) r->sock.close(ec);  // resumes with aborted
     }
 };
@@ -148,7 +152,13 @@ awaitable<void> accept_loop(Worker& w) {
             co_spawn(w.ctx, serve(w, std::move(sock)), asio::detached);
         } else if (ec.value() == EMFILE || ec.value() == ENFILE) {
             int fd = accept_connection(w.acceptor.native_handle(), true);  // drops one pending
-            if (fd < 0) continue;
+            if (fd < 0) {
+                // Out of fds accept4 fails at once even with nothing pending: looping now would
+                // spin. Pause 10 ms (as the uring model does), then try again.
+                w.emfile_pause.expires_after(std::chrono::milliseconds(10));
+                co_await w.emfile_pause.async_wait(use_nothrow);
+                continue;
+            }
             Socket adopted(w.ctx);  // fds freed up meanwhile
             adopted.assign(w.acceptor.local_endpoint().protocol(), fd, ec);
             if (ec) ::close(fd);
