@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
 
 namespace fs = std::filesystem;
@@ -71,12 +72,12 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     }
     static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
                                                 "like", "platforms", "workloads", "binary", "notes",
-                                                "workers"};
+                                                "workers", "verify"};
     for (auto&& [k, v] : t)
         if (!known.count(std::string(k.str())))
             bad(file, v.source(), fmt::format("unknown key '{}' (valid: name, description, "
                                               "mechanism, structure, like, platforms, workloads, "
-                                              "binary, notes, workers)", k.str()));
+                                              "binary, notes, workers, verify)", k.str()));
     ModelInfo m;
     m.toml_path = file;
     m.name = need_string(t, file, "name");
@@ -106,6 +107,22 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
         if (!n->is_integer() || !v || *v < 1 || *v > 4096)
             bad(file, n->source(), "'workers' (the default of --workers N) must be a whole number from 1 to 4096");
         m.workers = static_cast<int>(*v);
+    }
+    if (const toml::node* n = t.get("verify")) {
+        const toml::table* vt = n->as_table();
+        if (!vt) bad(file, n->source(), "'verify' must be a table of case = \"reason\"");
+        for (auto&& [k, v] : *vt) {
+            std::string name(k.str());
+            if (!find_verify_case(name)) {
+                std::vector<std::string> names;
+                for (const auto& c : verify_cases()) names.push_back(c.name);
+                bad(file, v.source(), fmt::format("[verify]: unknown case '{}' (valid: {})", name, fmt::join(names, ", ")));
+            }
+            std::optional<std::string> why = v.value<std::string>();
+            if (!v.is_string() || !why || why->empty())
+                bad(file, v.source(), fmt::format("[verify] {}: the value must be a one-line reason (a non-empty string)", name));
+            m.verify_expect[name] = *why;
+        }
     }
     m.binary = t.contains("binary") ? need_string(t, file, "binary") : "server-" + m.name;
     m.binary_path = (fs::path(bin) / m.binary).string();

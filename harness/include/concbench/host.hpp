@@ -17,6 +17,7 @@ struct ServerCommand {
     std::vector<std::string> args;   // without argv[0]
     std::vector<int> cpus;           // pin the server (and what it forks) here; empty: no pinning
     std::string log_path;            // the server's stderr goes here ("" = /dev/null)
+    unsigned long nofile = 0;        // > 0: the server's soft RLIMIT_NOFILE (verify's fd-limit case)
 };
 
 struct StopReport {

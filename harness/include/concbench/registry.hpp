@@ -1,6 +1,7 @@
 // Registry: the models, discovered from models/*/model.toml. Nothing in the harness lists models
 // by hand; it reads mechanism, structure and workloads from here.
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct ModelInfo {
     std::string toml_path;
     std::string binary_path;  // absolute
     bool built = false;
+    // [verify] case = "reason": cases whose outcome shows the model's nature (select past
+    // FD_SETSIZE, a fixed pool under slowloris) or that do not apply to it (a reference server).
+    std::map<std::string, std::string> verify_expect;
 
     bool serves(const std::string& workload) const;
 };
