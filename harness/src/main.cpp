@@ -39,7 +39,7 @@ int cmd_list() {
 struct VerifyArgs {
     std::vector<std::string> models;
     std::vector<std::string> cases;
-    bool full = false, list_cases = false, keep_logs = false;
+    bool full = false, list_cases = false, keep_logs = false, skip_unbuilt = false;
     int workers = 0;
     std::string log_dir;
 };
@@ -76,7 +76,7 @@ int cmd_verify(const VerifyArgs& a) {
         }
         if (!m->built) {
             fmt::print(stderr, "concbench verify: model '{}' is not built ({} is missing; make build)\n", name, m->binary_path);
-            return 2;
+            return a.skip_unbuilt ? 77 : 2;
         }
         models.push_back(m);
     }
@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
     verify_cmd->add_option("--logs", ver.log_dir, "keep the servers' stderr here (default: a temp dir, failing cases only)");
     verify_cmd->add_flag("--keep-logs", ver.keep_logs, "keep the logs of passing cases too");
     verify_cmd->add_flag("--list-cases", ver.list_cases, "list the cases and exit");
+    verify_cmd->add_flag("--skip-unbuilt", ver.skip_unbuilt, "exit 77 (ctest: skipped) if a named model is not built");
 
     RunOptions run;
     std::string models;
@@ -215,6 +216,8 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--resume", run.resume, "continue the run with this id, skipping finished cells");
     run_cmd->add_option("--results", run.results_root, "results root directory")->capture_default_str();
     run_cmd->add_option("--models", models, "comma-separated subset of the profile's models");
+    run_cmd->add_flag("--no-verify", run.no_verify,
+                      "measure without verifying each model first (results then say verify: skipped)");
 
     LoadArgs load;
     auto* load_cmd = app.add_subcommand("load", "drive one load against a running server");

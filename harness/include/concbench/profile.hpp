@@ -26,6 +26,7 @@ struct Profile {
     std::vector<int> client_cpus;
     int client_threads = 0;                // 0: one per client CPU
     std::map<std::string, int> workers;    // [workers] model = N: --workers for that model
+    std::string verify = "quick";          // verify each model before measuring: quick | full | off
 
     // --workers for `model` in this profile: the profile's [workers] entry, else the model's
     // default; 0 when the model takes no --workers.
