@@ -5,6 +5,7 @@ PROFILE ?= quick
 BUILD   ?= build
 JOBS    ?= $(shell nproc)
 SANITIZE ?=
+FUZZ_SECONDS ?= 60
 PYTHON  := /usr/bin/python3
 comma := ,
 MAKEFLAGS += --no-print-directory
@@ -13,7 +14,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench test list plot summary clean
+.PHONY: all deps build bench test list plot summary clean fuzz
 
 all: build
 
@@ -40,6 +41,16 @@ summary:
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+
+# libFuzzer (clang) over the HTTP and echo sessions for FUZZ_SECONDS; new inputs it finds go
+# to build-fuzz/corpus, a crash to build-fuzz/crash-* (keep it in tests/fuzz/crashes/ once fixed).
+fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_CXX_COMPILER=clang++ -DCONCBENCH_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_session
+	@mkdir -p build-fuzz/corpus
+	build-fuzz/bin/fuzz_session -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
+	  -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
 
 list: build
 	@$(CONCBENCH) list

@@ -11,6 +11,7 @@ packages=(
   liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
   procps                                     # ps/pgrep used in diagnostics
+  clang libclang-rt-14-dev                   # make fuzz: clang 14 and its libFuzzer runtime
 )
 
 missing=()
