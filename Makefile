@@ -39,8 +39,11 @@ plot:
 summary:
 	@$(PYTHON) scripts/summary.py results/latest
 
+# Instrumented builds stop at the first sanitizer report (UBSan would otherwise only print), in
+# the tests and in every server they start.
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+	@cd $(BUILD) && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --output-on-failure -j 2 --timeout 900
 
 # libFuzzer (clang) over the HTTP and echo sessions for FUZZ_SECONDS; new inputs it finds go
 # to build-fuzz/corpus, a crash to build-fuzz/crash-* (keep it in tests/fuzz/crashes/ once fixed).

@@ -238,6 +238,68 @@ print(("PASS" if len(set(cells)) == 6 and set(cells) == want else "FAIL") + f" 6
 EOF
 check "latest points to the resumed run" test "$(readlink "$res/latest")" = "$run2"
 
+# ---------------------------------------------------------------- verify first: a failing model is refused
+# A registry of two models: epoll, and "fake", a Python server that answers every request with
+# Hello (so /bytes/7 gets 13 bytes): the runner must measure epoll and refuse fake, naming the case.
+src="$tmp/src"
+mkdir -p "$src/models/epoll" "$src/models/fake"
+cp "$(dirname "$0")/../models/epoll/model.toml" "$src/models/epoll/"
+cat >"$src/models/fake/server.py" <<'PYEOF'
+import os, signal, socket, sys, threading
+a = sys.argv[1:]
+host, port = a[a.index("--host") + 1], int(a[a.index("--port") + 1])
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(128)
+print(f"listening {host}:{s.getsockname()[1]}", flush=True)
+def serve(c):
+    buf = b""
+    while d := c.recv(65536):
+        buf += d
+        while b"\r\n\r\n" in buf:
+            _, buf = buf.split(b"\r\n\r\n", 1)
+            c.sendall(b"HTTP/1.1 200 OK\r\nServer: concbench-fake\r\nContent-Type: text/plain\r\n"
+                      b"Content-Length: 13\r\n\r\nHello, World!")
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+PYEOF
+printf '#!/bin/sh\nexec /usr/bin/python3 "%s" "$@"\n' "$src/models/fake/server.py" >"$src/models/fake/server"
+chmod +x "$src/models/fake/server"
+cat >"$src/models/fake/model.toml" <<TOMLEOF
+name = "fake"
+description = "answers Hello to everything (runner_test.sh)"
+mechanism = "blocking"
+structure = "python threads"
+workloads = ["hello"]
+binary = "$src/models/fake/server"
+TOMLEOF
+printf 'name = "verified"\nmodels = ["fake", "epoll"]\nworkloads = ["hello"]\nconnections = [1]\nwarmup_s = 0.2\nduration_s = 0.3\n' >"$tmp/verified.toml"
+CONCBENCH_SOURCE_DIR="$src" timeout -k 5 120 "$CB" run --profile "$tmp/verified.toml" --results "$res" >"$tmp/out8" 2>"$tmp/err8"
+rc=$?
+check "a run with a failing model exits 1 (got $rc: $(tail -c 300 "$tmp/err8"))" test "$rc" -eq 1
+check "verify of fake is reported FAILED with the case ($(grep -A1 'verify fake' "$tmp/out8" | head -2))" \
+    grep -qE '^  FAIL +framing +split-at-every-byte' "$tmp/out8"
+check "fake is not measured" grep -qF -- '-> fake is not measured' "$tmp/out8"
+check "epoll verified OK" grep -qE '^verify epoll .* OK' "$tmp/out8"
+run8="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out8" | head -1)"
+pycheck "refused cells" "$res/$run8/results.jsonl" "$res/$run8/verify.json" <<'PYEOF'
+import json, sys
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+lines = [json.loads(l) for l in open(sys.argv[1])]
+by = {j["model"]: j for j in lines}
+t(set(by) == {"fake", "epoll"}, f"one line per model ({sorted(by)})")
+f = by.get("fake", {})
+t(f.get("status") == "failed" and "split-at-every-byte" in f.get("error", ""), f"fake refused naming the case ({f.get('error')!r})")
+t(f.get("verify") == "failed", "fake: verify = failed")
+e = by.get("epoll", {})
+t(e.get("status") == "ok" and e.get("verify") == "quick", f"epoll measured after verify quick ({e.get('status')}, {e.get('verify')})")
+v = json.load(open(sys.argv[2]))
+t(v.get("fake", {}).get("ok") is False and v.get("epoll", {}).get("ok") is True, "verify.json: fake failed, epoll ok")
+PYEOF
+
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
 bad="$tmp/bad-results"
 timeout -k 5 20 "$CB" run --profile /nonexistent.toml --results "$bad" >/dev/null 2>"$tmp/err4"

@@ -366,6 +366,7 @@ int run_profile(const RunOptions& o) {
         vo.server_cpus = p.server_cpus;
         vo.log_dir = (dir / "logs").string();
         vo.interrupted = &g_interrupted;
+        vo.stop_at_first_failure = true;
         for (const auto& name : to_verify) {
             const ModelInfo* m = find_model(registry, name);
             int workers = p.workers_for(*m);

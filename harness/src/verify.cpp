@@ -1179,6 +1179,7 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
         }
         v.cases.push_back(r);
         if (on_case) on_case(v.cases.back());
+        if (opts.stop_at_first_failure && r.status == CaseStatus::fail) break;
     }
     if (opts.log_dir.empty()) fs::remove(log_dir, ec);  // only if empty: failing logs stay
     return v;

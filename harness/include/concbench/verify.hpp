@@ -38,6 +38,7 @@ struct VerifyOptions {
     int workers = 0;                 // --workers N for models that take it (0: the model's default)
     std::string log_dir;             // servers' stderr, one file per case ("" = a temp dir)
     bool keep_passing_logs = false;  // otherwise logs of passing cases are removed
+    bool stop_at_first_failure = false;  // the runner: one failing case is enough to refuse
     const volatile bool* interrupted = nullptr;  // set (by a signal handler): stop soon
 };
 
