@@ -787,6 +787,44 @@ std::string case_half_closed_echo(Ctx& x) {
     return "";
 }
 
+// A normal client for 3 s: a fresh connection and GET / every 10 ms, each answer within 1 s.
+struct Probe {
+    std::vector<double> lat_ms;  // sorted
+    int failed = 0;
+    std::string first_error;
+    double pct(double p) const {
+        return lat_ms.empty() ? 0.0 : lat_ms[std::min(lat_ms.size() - 1, static_cast<std::size_t>(p / 100 * lat_ms.size()))];
+    }
+    double p99() const { return pct(99); }
+    std::string figures() const {
+        return fmt::format("{} answered, {} failed; p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms", lat_ms.size(),
+                           failed, pct(50), p99(), lat_ms.empty() ? 0.0 : lat_ms.back());
+    }
+};
+
+Probe probe_latency(Ctx& x, uint16_t port) {
+    Probe p;
+    auto end = Clock::now() + seconds(3);
+    while (Clock::now() < end && p.failed < 5 && !x.interrupted()) {
+        auto t0 = Clock::now();
+        Conn c(port, seconds(1));
+        Response r;
+        std::string why;
+        bool ok = c.ok();
+        if (ok) ok = c.try_send(get("/")) && c.next(r, t0 + seconds(1), why) && r.status == 200;
+        else why = c.error();
+        if (!ok) {
+            ++p.failed;
+            if (p.first_error.empty()) p.first_error = why.empty() ? fmt::format("status {}", r.status) : why;
+        } else {
+            p.lat_ms.push_back(duration<double, std::milli>(Clock::now() - t0).count());
+        }
+        pause_ms(10);
+    }
+    std::sort(p.lat_ms.begin(), p.lat_ms.end());
+    return p;
+}
+
 // 200 connections dribbling a header byte a second while a normal client makes requests on
 // fresh connections: its latency is what other clients pay for the slow ones.
 std::string case_slowloris(Ctx& x) {
@@ -804,38 +842,20 @@ std::string case_slowloris(Ctx& x) {
             for (int i = 0; i < 10 && !stop; ++i) pause_ms(100);
         }
     });
-    std::vector<double> lat_ms;
-    int failed = 0;
-    std::string first_error;
-    auto end = Clock::now() + seconds(3);
-    while (Clock::now() < end && failed < 5 && !x.interrupted()) {
-        auto t0 = Clock::now();
-        Conn c(s.port(), seconds(1));
-        Response r;
-        std::string why;
-        bool ok = c.ok();
-        if (ok) ok = c.try_send(get("/")) && c.next(r, t0 + seconds(1), why) && r.status == 200;
-        else why = c.error();
-        if (!ok) {
-            ++failed;
-            if (first_error.empty()) first_error = why.empty() ? fmt::format("status {}", r.status) : why;
-        } else {
-            lat_ms.push_back(duration<double, std::milli>(Clock::now() - t0).count());
-        }
-        pause_ms(10);
-    }
+    Probe with = probe_latency(x, s.port());
     stop = true;
     dribble.join();
     slow.clear();
-    std::sort(lat_ms.begin(), lat_ms.end());
-    auto pct = [&](double p) {
-        return lat_ms.empty() ? 0.0 : lat_ms[std::min(lat_ms.size() - 1, static_cast<std::size_t>(p / 100 * lat_ms.size()))];
-    };
-    std::string figures = fmt::format("{} answered, {} failed; p50 {:.1f} ms, p99 {:.1f} ms, max {:.1f} ms",
-                                      lat_ms.size(), failed, pct(50), pct(99), lat_ms.empty() ? 0.0 : lat_ms.back());
-    need(failed == 0, "with 200 slowloris connections: {} (first: {})", figures, first_error);
-    need(pct(99) < 100, "with 200 slowloris connections: p99 over 100 ms: {}", figures);
-    return figures;
+    need(with.failed == 0, "with 200 slowloris connections: {} (first: {})", with.figures(), with.first_error);
+    if (with.p99() < 100) return with.figures();
+    // Over 100 ms: the slow clients' doing, or a busy machine's? The same probe without them
+    // decides; p99 must stay within twice the quiet figure plus 10 ms.
+    pause_ms(300);
+    Probe quiet = probe_latency(x, s.port());
+    std::string both = fmt::format("with 200 slowloris connections {}; without them {}", with.figures(), quiet.figures());
+    need(quiet.failed == 0 && quiet.p99() >= 50 && with.p99() <= 2 * quiet.p99() + 10,
+         "p99 over 100 ms: {}", both);
+    return both + " (the machine is busy: p99 compared with the quiet figure)";
 }
 
 std::string case_never_reading(Ctx& x) {
@@ -931,6 +951,14 @@ std::string case_leaks(Ctx& x) {
     // Warm-up to the steady state: allocator arenas, caches, and buffers a server touches lazily
     // (uring's 2,048-buffer ring is touched one recv at a time: 3,000 requests rotate it).
     for (int i = 0; i < 200; ++i) cycle(i);
+    for (int round = 0; round < 3; ++round) {  // and with 64 at once: per-connection threads'
+        std::vector<std::unique_ptr<Conn>> burst;  // stacks and arenas, cached for reuse
+        for (int i = 0; i < 64; ++i) {
+            burst.push_back(std::make_unique<Conn>(s.port()));
+            burst.back()->send(get("/"));
+        }
+        for (auto& c : burst) expect_hello(c->response(), "warm-up burst");
+    }
     {
         Conn c(s.port());
         for (int i = 0; i < 3000; ++i) {
