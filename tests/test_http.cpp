@@ -256,12 +256,50 @@ TEST(Outbox, PartialConsumeKeepsOrder) {
     EXPECT_EQ(got.substr(100003), "xyz");
 }
 
+// Carries out every pending effect at once, as a model would but without IO: a wait completes,
+// a fan-out's calls go to a second session (the backend) and their answers are read back with
+// BackendReader, a file of `file_size` pattern bytes is "sent" by appending it to `stream`.
+std::string serve_all(Session& s, const std::string& in, std::size_t file_size = 0) {
+    std::string stream;
+    s.feed(in.data(), in.size());
+    for (int guard = 0; guard < 1000; ++guard) {
+        stream += drain(s.out());
+        const Effect e = s.effect();
+        if (e.kind == Effect::Kind::none) break;
+        if (e.kind == Effect::Kind::wait) {
+            s.complete_wait();
+        } else if (e.kind == Effect::Kind::fanout) {
+            std::vector<std::string> bodies;
+            bool ok = true;
+            for (int i = 0; i < e.calls; ++i) {
+                auto backend = make_session(Proto::http, kId);
+                std::string req = backend_request(e.ms, i);
+                backend->feed(req.data(), req.size());
+                EXPECT_EQ(backend->effect().kind, Effect::Kind::wait);
+                EXPECT_EQ(backend->effect().id, i);
+                backend->complete_wait();
+                std::string answer = drain(backend->out());
+                BackendReader r;
+                ok = ok && r.feed(answer.data(), answer.size()) == BackendReader::State::done && r.status() == 200;
+                bodies.push_back(r.body());
+            }
+            s.complete_fanout(bodies, ok);
+        } else {
+            std::size_t n = s.complete_file(static_cast<long long>(file_size));
+            stream += drain(s.out());
+            for (std::size_t i = 0; i < n; ++i) stream += pattern_byte(i);
+            if (n) s.file_sent();
+        }
+    }
+    return stream + drain(s.out());
+}
+
 TEST(Workloads, TableIsConsistent) {
     for (const auto& w : all_workloads()) {
         EXPECT_EQ(find_workload(w.name), &w);
         if (w.proto == Proto::http) {
             auto s = make_session(Proto::http, kId);
-            auto r = split_responses(feed_all(*s, w.request));
+            auto r = split_responses(serve_all(*s, w.request, w.file_size));
             ASSERT_EQ(r.size(), 1u) << w.name;
             EXPECT_EQ(r[0].status, w.expected_status) << w.name;
             EXPECT_EQ(r[0].body.size(), w.expected_body) << w.name;
@@ -273,4 +311,174 @@ TEST(Workloads, TableIsConsistent) {
     const Workload& hello = *find_workload("hello");
     EXPECT_FALSE(hello.body_ok(0, "Hello, world!"));
     EXPECT_FALSE(hello.body_ok(10, "d!!!"));
+}
+
+TEST(Workloads, ParametersAreParsedAndChecked) {
+    const Workload* b = find_workload("bytes-4m");
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->expected_body, 4u * 1024 * 1024);
+    EXPECT_EQ(b->family, "bytes");
+    EXPECT_EQ(find_workload("bytes-4m"), b);  // the same object each time
+    const Workload* d = find_workload("delay-250");
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(d->delay_ms, 250);
+    EXPECT_EQ(d->request.substr(0, 16), "GET /delay/250 H");
+    const Workload* f = find_workload("fanout-3x7");
+    ASSERT_NE(f, nullptr);
+    EXPECT_TRUE(f->needs_backend);
+    EXPECT_EQ(f->expected, "delayed 7 ms id 0\ndelayed 7 ms id 1\ndelayed 7 ms id 2\n");
+    const Workload* file = find_workload("file-1m");
+    ASSERT_NE(file, nullptr);
+    EXPECT_EQ(file->file_name, "1m");
+    EXPECT_EQ(file->file_size, 1024u * 1024);
+    for (const char* bad : {"delay-", "delay-x", "delay-60001", "fanout-0x10", "fanout-101x1", "fanout-3",
+                            "bytes-", "bytes-65m", "file-", "file-1g", "hello-1", "idle-5", "echo-"})
+        EXPECT_EQ(find_workload(bad), nullptr) << bad;
+    EXPECT_EQ(find_workload("idle")->idle, true);
+}
+
+TEST(Effects, DelayHoldsTheAnswerAndLaterPipelinedRequests) {
+    auto s = make_session(Proto::http, kId);
+    std::string in = "GET / HTTP/1.1\r\n\r\nGET /delay/30?id=7 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    s->feed(in.data(), in.size());
+    auto first = split_responses(drain(s->out()));
+    ASSERT_EQ(first.size(), 1u);  // the answer before the effect goes out at once
+    ASSERT_TRUE(s->busy());
+    EXPECT_EQ(s->effect().kind, Effect::Kind::wait);
+    EXPECT_EQ(s->effect().ms, 30);
+    EXPECT_EQ(s->effect().id, 7);
+    EXPECT_FALSE(s->close_after_write());
+    std::string more = "GET /bytes/3 HTTP/1.1\r\n\r\n";  // arrives while waiting: held
+    s->feed(more.data(), more.size());
+    EXPECT_TRUE(s->out().empty());
+    s->complete_wait();
+    EXPECT_FALSE(s->busy());
+    auto rest = split_responses(drain(s->out()));
+    ASSERT_EQ(rest.size(), 3u);
+    EXPECT_EQ(rest[0].body, "delayed 30 ms id 7\n");
+    EXPECT_EQ(rest[1].body, "Hello, World!");
+    EXPECT_EQ(rest[2].body, "ABC");
+}
+
+TEST(Effects, BadParametersAre400WithoutAnEffect) {
+    for (const char* t : {"/delay/", "/delay/abc", "/delay/60001", "/delay/99999999999", "/fanout/0/10",
+                          "/fanout/101/10", "/fanout/3", "/fanout/3/x", "/fanout//10"}) {
+        auto s = make_session(Proto::http, kId);
+        auto r = split_responses(feed_all(*s, std::string("GET ") + t + " HTTP/1.1\r\n\r\n"));
+        ASSERT_EQ(r.size(), 1u) << t;
+        EXPECT_EQ(r[0].status, 400) << t;
+        EXPECT_FALSE(s->busy()) << t;
+    }
+    for (const char* t : {"/file/", "/file/..", "/file/.hidden", "/file/a/b", "/file/%2e%2e"}) {
+        auto s = make_session(Proto::http, kId);
+        auto r = split_responses(feed_all(*s, std::string("GET ") + t + " HTTP/1.1\r\n\r\n"));
+        ASSERT_EQ(r.size(), 1u) << t;
+        EXPECT_EQ(r[0].status, 404) << t;
+        EXPECT_FALSE(s->busy()) << t;
+    }
+}
+
+TEST(Effects, FanoutChecksEveryCallsBody) {
+    auto s = make_session(Proto::http, kId);
+    std::string in = "GET /fanout/2/5 HTTP/1.1\r\n\r\n";
+    s->feed(in.data(), in.size());
+    ASSERT_EQ(s->effect().kind, Effect::Kind::fanout);
+    EXPECT_EQ(s->effect().calls, 2);
+    s->complete_fanout({delay_body(5, 1), delay_body(5, 0)}, true);  // swapped: not the right answer
+    auto r = split_responses(drain(s->out()));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 502);
+    EXPECT_FALSE(s->close_after_write());  // the connection stays usable
+
+    s->feed(in.data(), in.size());
+    s->complete_fanout({}, false);  // a call failed
+    r = split_responses(drain(s->out()));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 502);
+
+    s->feed(in.data(), in.size());
+    s->complete_fanout({delay_body(5, 0), delay_body(5, 1)}, true);
+    r = split_responses(drain(s->out()));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].status, 200);
+    EXPECT_EQ(r[0].body, "delayed 5 ms id 0\ndelayed 5 ms id 1\n");
+}
+
+TEST(Effects, FileHeadThenBodyThenTheNextAnswer) {
+    auto s = make_session(Proto::http, kId);
+    std::string in = "GET /file/data.bin HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    s->feed(in.data(), in.size());
+    ASSERT_EQ(s->effect().kind, Effect::Kind::file);
+    EXPECT_EQ(s->effect().file, "data.bin");
+    EXPECT_EQ(s->complete_file(5), 5u);
+    std::string head = drain(s->out());
+    EXPECT_NE(head.find("Content-Length: 5\r\n"), std::string::npos);
+    EXPECT_NE(head.find("Content-Type: application/octet-stream"), std::string::npos);
+    EXPECT_TRUE(s->busy());  // the next answer waits for the file's bytes
+    EXPECT_TRUE(s->out().empty());
+    s->file_sent();
+    auto r = split_responses(drain(s->out()));
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].body, "Hello, World!");
+
+    std::string missing = "GET /file/nope HTTP/1.1\r\n\r\nHEAD /file/x HTTP/1.1\r\n\r\n";
+    s->feed(missing.data(), missing.size());
+    EXPECT_EQ(s->complete_file(-1), 0u);
+    ASSERT_EQ(s->effect().kind, Effect::Kind::file);  // the HEAD behind it
+    EXPECT_EQ(s->complete_file(1000), 0u);            // HEAD: no body to send
+    EXPECT_FALSE(s->busy());
+    std::string out = drain(s->out());
+    EXPECT_EQ(out.find("HTTP/1.1 404"), 0u);
+    EXPECT_NE(out.find("Content-Length: 1000\r\n\r\n"), std::string::npos);
+    EXPECT_EQ(out.size(), out.find("Content-Length: 1000\r\n\r\n") + 24);
+}
+
+TEST(Effects, CloseAfterTheEffectsAnswer) {
+    // HTTP/1.0 and Connection: close: the connection closes after the delayed answer, not before.
+    auto s = make_session(Proto::http, kId);
+    std::string in = "GET /delay/1 HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    s->feed(in.data(), in.size());
+    EXPECT_FALSE(s->close_after_write());
+    s->complete_wait();
+    auto r = split_responses(drain(s->out()));
+    ASSERT_EQ(r.size(), 1u);  // the request after a closing one is not answered
+    EXPECT_TRUE(s->close_after_write());
+    EXPECT_NE(r[0].headers.find("Connection: close"), std::string::npos);
+
+    // A peer that half-closes after pipelining still gets every answer, then the close.
+    auto h = make_session(Proto::http, kId);
+    std::string two = "GET /delay/1 HTTP/1.1\r\n\r\nGET /delay/2 HTTP/1.1\r\n\r\n";
+    h->feed(two.data(), two.size());
+    h->peer_closed();
+    EXPECT_FALSE(h->close_after_write());
+    h->complete_wait();
+    EXPECT_TRUE(h->busy());
+    EXPECT_EQ(h->effect().ms, 2);
+    EXPECT_FALSE(h->close_after_write());
+    h->complete_wait();
+    EXPECT_TRUE(h->close_after_write());
+    EXPECT_EQ(split_responses(drain(h->out())).size(), 2u);
+}
+
+TEST(Backend, ReaderTakesOneAnswerAtATime) {
+    BackendReader r;
+    std::string a = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef";
+    for (std::size_t i = 0; i + 1 < a.size(); ++i)
+        ASSERT_EQ(r.feed(&a[i], 1), BackendReader::State::more) << i;
+    EXPECT_EQ(r.feed(&a.back(), 1), BackendReader::State::done);
+    EXPECT_EQ(r.status(), 200);
+    EXPECT_EQ(r.body(), "abcdef");
+    EXPECT_TRUE(r.keep_alive());
+    r.reset();
+    std::string two = a + a;  // calls do not pipeline: bytes past the answer are an error
+    EXPECT_EQ(r.feed(two.data(), two.size()), BackendReader::State::error);
+    r.reset();
+    std::string bad = "HTTX/1.1 200\r\n\r\n";
+    EXPECT_EQ(r.feed(bad.data(), bad.size()), BackendReader::State::error);
+    r.reset();
+    std::string closing = "HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    EXPECT_EQ(r.feed(closing.data(), closing.size()), BackendReader::State::done);
+    EXPECT_EQ(r.status(), 503);
+    EXPECT_FALSE(r.keep_alive());
+    EXPECT_EQ(backend_request(20, 3), "GET /delay/20?id=3 HTTP/1.1\r\nHost: backend\r\n\r\n");
 }

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
 #include "concbench/registry.hpp"
 #include "concbench/sampler.hpp"
@@ -80,14 +81,14 @@ struct Client {
         int status = 0;
         std::string headers, body;
     };
-    Resp response() {
+    Resp response(bool head_only = false) {  // head_only: the answer to a HEAD (no body follows)
         Resp r;
         std::size_t end;
         while ((end = in.find("\r\n\r\n")) == std::string::npos)
             if (!fill(in.size() + 1)) return r;
         r.headers = in.substr(0, end + 4);
         std::size_t cl = r.headers.find("Content-Length: ");
-        std::size_t len = cl == std::string::npos ? 0 : std::stoul(r.headers.substr(cl + 16));
+        std::size_t len = cl == std::string::npos || head_only ? 0 : std::stoul(r.headers.substr(cl + 16));
         if (!fill(end + 4 + len)) return r;
         r.status = std::stoi(r.headers.substr(9, 3));
         r.body = in.substr(end + 4, len);
@@ -106,10 +107,12 @@ class ModelTest : public testing::TestWithParam<std::string> {
 protected:
     const ModelInfo& model() { return *find_model(registry(), GetParam()); }
 
-    std::unique_ptr<ServerProcess> start(const std::string& proto, uint16_t port = 0) {
+    std::unique_ptr<ServerProcess> start(const std::string& proto, uint16_t port = 0,
+                                         const std::vector<std::string>& extra = {}) {
         ServerCommand cmd;
         cmd.binary = model().binary_path;
         cmd.args = {"--proto", proto, "--host", "127.0.0.1", "--port", std::to_string(port)};
+        cmd.args.insert(cmd.args.end(), extra.begin(), extra.end());
         cmd.log_path = log_path();
         std::string err;
         auto s = ServerProcess::start(cmd, seconds(10), err);
@@ -317,6 +320,156 @@ TEST_P(ModelTest, BadFlagIsOneLineAndExit2) {
         std::string last = last_line_of(cmd.log_path);
         EXPECT_NE(last.find("server-" + GetParam()), std::string::npos) << last;
     }
+}
+
+// --- the IO-bound routes (effects), for the models that list their family -------------------
+
+double seconds_since(steady_clock::time_point t0) { return duration<double>(steady_clock::now() - t0).count(); }
+
+TEST_P(ModelTest, DelayWaitsWithoutHoldingUpOtherConnections) {
+    if (!model().serves("delay-10")) GTEST_SKIP() << GetParam() << " does not list 'delay'";
+    auto s = start("http");
+    ASSERT_TRUE(s);
+    // One request waits 400 ms; meanwhile another connection is answered at once.
+    auto t0 = steady_clock::now();
+    Client slow(s->port());
+    ASSERT_TRUE(slow.send_all("GET /delay/400?id=5 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+    std::this_thread::sleep_for(milliseconds(50));
+    Client quick(s->port());
+    ASSERT_TRUE(quick.send_all("GET / HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(quick.response().status, 200);
+    EXPECT_LT(seconds_since(t0), 0.35) << "a waiting request held up another connection";
+    auto r = slow.response();
+    double waited = seconds_since(t0);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "delayed 400 ms id 5\n");
+    EXPECT_GE(waited, 0.39) << "answered before the delay was over";
+    EXPECT_LT(waited, 1.5);
+    EXPECT_EQ(slow.response().body, "Hello, World!");  // the pipelined request, after it
+
+    // 40 connections wait 300 ms each at the same time: about 300 ms in all, not 12 s.
+    std::vector<std::unique_ptr<Client>> many;
+    t0 = steady_clock::now();
+    for (int i = 0; i < 40; ++i) {
+        many.push_back(std::make_unique<Client>(s->port()));
+        ASSERT_TRUE(many.back()->send_all("GET /delay/300 HTTP/1.1\r\n\r\n"));
+    }
+    for (auto& c : many) EXPECT_EQ(c->response().body, "delayed 300 ms\n");
+    EXPECT_LT(seconds_since(t0), 1.5) << "the waits did not overlap";
+    // Clients that leave while their answer waits cost nothing lasting.
+    for (int i = 0; i < 100; ++i) {
+        Client c(s->port());
+        c.send_all("GET /delay/100 HTTP/1.1\r\n\r\n");
+        if (i % 2) {
+            linger l{1, 0};
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+    }
+    // SIGTERM while requests wait 5 s: the server still stops promptly and cleanly.
+    std::vector<std::unique_ptr<Client>> waiting;
+    for (int i = 0; i < 10; ++i) {
+        waiting.push_back(std::make_unique<Client>(s->port()));
+        waiting.back()->send_all("GET /delay/5000 HTTP/1.1\r\n\r\n");
+    }
+    std::this_thread::sleep_for(milliseconds(200));
+    EXPECT_TRUE(s->died().empty());
+    expect_clean_stop(*s);
+}
+
+TEST_P(ModelTest, FanoutCallsTheBackendConcurrently) {
+    if (!model().serves("fanout-1x1")) GTEST_SKIP() << GetParam() << " does not list 'fanout'";
+    auto backend = start("http");  // the model itself serves /delay: it is a fine backend
+    ASSERT_TRUE(backend);
+    auto s = start("http", 0, {"--backend", "127.0.0.1:" + std::to_string(backend->port())});
+    ASSERT_TRUE(s);
+    const Workload& w = *find_workload("fanout-10x300");
+    Client c(s->port());
+    for (int round = 0; round < 3; ++round) {  // later rounds reuse pooled backend connections
+        auto t0 = steady_clock::now();
+        ASSERT_TRUE(c.send_all(w.request));
+        auto r = c.response();
+        double took = seconds_since(t0);
+        ASSERT_EQ(r.status, 200) << r.body;
+        EXPECT_EQ(r.body, w.expected);
+        EXPECT_GE(took, 0.29);
+        EXPECT_LT(took, 1.5) << "the 10 backend calls did not overlap (10 x 300 ms = 3 s)";
+    }
+    // Several fan-outs at once, pipelined behind each other and on other connections.
+    std::vector<std::unique_ptr<Client>> many;
+    for (int i = 0; i < 8; ++i) {
+        many.push_back(std::make_unique<Client>(s->port()));
+        ASSERT_TRUE(many.back()->send_all("GET /fanout/4/50 HTTP/1.1\r\n\r\nGET /fanout/2/10 HTTP/1.1\r\n\r\n"));
+    }
+    for (auto& m : many) {
+        EXPECT_EQ(m->response().body, find_workload("fanout-4x50")->expected);
+        EXPECT_EQ(m->response().body, find_workload("fanout-2x10")->expected);
+    }
+    // Clients that leave mid-fan-out; then the backend goes away: 502, and the server lives on.
+    for (int i = 0; i < 20; ++i) {
+        Client gone(s->port());
+        gone.send_all("GET /fanout/5/100 HTTP/1.1\r\n\r\n");
+    }
+    std::this_thread::sleep_for(milliseconds(300));
+    expect_clean_stop(*backend);
+    ASSERT_TRUE(c.send_all("GET /fanout/3/10 HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(c.response().status, 502);
+    EXPECT_TRUE(s->died().empty());
+    expect_clean_stop(*s);
+
+    auto alone = start("http");  // no --backend: 502, not a crash
+    ASSERT_TRUE(alone);
+    Client a(alone->port());
+    ASSERT_TRUE(a.send_all("GET /fanout/2/10 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(a.response().status, 502);
+    EXPECT_EQ(a.response().status, 200);
+    expect_clean_stop(*alone);
+}
+
+TEST_P(ModelTest, ServesDocrootFilesByteExact) {
+    if (!model().serves("file-1k")) GTEST_SKIP() << GetParam() << " does not list 'file'";
+    std::string docroot = (std::filesystem::temp_directory_path() / ("concbench-docroot-" + GetParam())).string();
+    std::string err;
+    for (const char* name : {"file-1k", "file-1m", "file-0"})
+        ASSERT_TRUE(write_docroot_file(docroot, *find_workload(name), err)) << err;
+    auto s = start("http", 0, {"--docroot", docroot});
+    ASSERT_TRUE(s);
+    Client c(s->port());
+    ASSERT_TRUE(c.send_all("GET /file/1m HTTP/1.1\r\n\r\nGET /file/1k HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+    auto big = c.response();
+    ASSERT_EQ(big.status, 200);
+    ASSERT_EQ(big.body.size(), 1048576u);
+    EXPECT_TRUE(find_workload("file-1m")->body_ok(0, big.body)) << "file bytes differ";
+    auto small = c.response();
+    ASSERT_EQ(small.body.size(), 1024u);
+    EXPECT_TRUE(find_workload("file-1k")->body_ok(0, small.body));
+    EXPECT_EQ(c.response().body, "Hello, World!");
+    ASSERT_TRUE(c.send_all("GET /file/0 HTTP/1.1\r\n\r\nGET /file/missing HTTP/1.1\r\n\r\n"
+                           "HEAD /file/1m HTTP/1.1\r\n\r\nGET /file/1k HTTP/1.1\r\n\r\n"));
+    auto empty = c.response();
+    EXPECT_EQ(empty.status, 200);
+    EXPECT_EQ(empty.body, "");
+    EXPECT_EQ(c.response().status, 404);
+    auto head = c.response(true);  // HEAD: the length, no body (the next answer follows at once)
+    EXPECT_EQ(head.status, 200);
+    EXPECT_NE(head.headers.find("Content-Length: 1048576\r\n"), std::string::npos);
+    EXPECT_EQ(c.response().body.size(), 1024u);
+    // Clients that ask for the large file and leave without reading it.
+    for (int i = 0; i < 30; ++i) {
+        Client gone(s->port());
+        gone.send_all("GET /file/1m HTTP/1.1\r\n\r\n");
+    }
+    Client d(s->port());
+    ASSERT_TRUE(d.send_all("GET /file/1k HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(d.response().status, 200);
+    expect_clean_stop(*s);
+
+    auto none = start("http");  // no --docroot: 404
+    ASSERT_TRUE(none);
+    Client n(none->port());
+    ASSERT_TRUE(n.send_all("GET /file/1k HTTP/1.1\r\n\r\n"));
+    EXPECT_EQ(n.response().status, 404);
+    expect_clean_stop(*none);
+    std::filesystem::remove_all(docroot);
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, ModelTest, testing::ValuesIn(model_names()),

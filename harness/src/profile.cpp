@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -44,7 +45,8 @@ int whole_number(const Ctx& c, const toml::node& n, const char* key, int lo, int
 }
 
 std::vector<std::string> names(const Ctx& c, const toml::node& n, const char* key,
-                               const std::vector<std::string>& valid) {
+                               const std::vector<std::string>& valid,
+                               const std::function<bool(const std::string&)>& also_valid = {}) {
     std::vector<std::string> out;
     if (n.is_string() && *n.value<std::string>() == "all") return valid;
     const toml::array* a = n.as_array();
@@ -52,7 +54,7 @@ std::vector<std::string> names(const Ctx& c, const toml::node& n, const char* ke
         c.fail(n, fmt::format("'{}' must be a non-empty array of names, or \"all\"", key));
     for (const toml::node& e : *a) {
         std::optional<std::string> s = e.value<std::string>();
-        if (!s || std::find(valid.begin(), valid.end(), *s) == valid.end())
+        if (!s || (std::find(valid.begin(), valid.end(), *s) == valid.end() && !(also_valid && also_valid(*s))))
             c.fail(e, fmt::format("unknown {} '{}' (valid: {})", std::string(key).substr(0, std::strlen(key) - 1),
                                   s ? *s : std::string("<not a string>"), fmt::join(valid, ", ")));
         if (std::find(out.begin(), out.end(), *s) != out.end())
@@ -112,6 +114,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     std::vector<std::string> model_names, workload_names;
     for (const auto& m : registry) model_names.push_back(m.name);
     for (const auto& w : all_workloads()) workload_names.push_back(w.name);
+    // Parametric workloads (delay-50, bytes-4m, fanout-4x10 ...) are valid by their grammar.
+    auto is_workload = [](const std::string& s) { return find_workload(s) != nullptr; };
 
     std::vector<int> cpus = allowed_cpus();
     p.server_cpus = {cpus.front()};
@@ -121,7 +125,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     static const std::vector<std::string> keys = {
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
         "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
-        "workers", "verify"};
+        "workers", "connections_for", "backend", "verify"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
     for (auto&& [k, v] : t) {
         std::string key(k.str());
@@ -132,7 +136,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
             if (!v.is_string()) c.fail(v, "'description' must be a string");
             p.description = *v.value<std::string>();
         } else if (key == "models") p.models = names(c, v, "models", model_names);
-        else if (key == "workloads") p.workloads = names(c, v, "workloads", workload_names);
+        else if (key == "workloads") p.workloads = names(c, v, "workloads", workload_names, is_workload);
         else if (key == "connections") {
             const toml::array* a = v.as_array();
             if (!a || a->empty()) c.fail(v, "'connections' must be a non-empty array of counts");
@@ -150,6 +154,25 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
             if (!v.is_string() || (*sv != "quick" && *sv != "full" && *sv != "off"))
                 c.fail(v, "'verify' must be \"quick\" (the default), \"full\" or \"off\"");
             p.verify = *sv;
+        }
+        else if (key == "connections_for") {
+            const toml::table* ct = v.as_table();
+            if (!ct) c.fail(v, "'connections_for' must be a table of workload = [counts], e.g. [connections_for] idle = [10000]");
+            for (auto&& [wk, wv] : *ct) {
+                std::string wname(wk.str());
+                if (!find_workload(wname))
+                    c.fail(wv, fmt::format("[connections_for]: unknown workload '{}'", wname));
+                const toml::array* a = wv.as_array();
+                if (!a || a->empty()) c.fail(wv, "[connections_for]: each entry must be a non-empty array of counts");
+                std::vector<int>& list = p.connections_for[wname];
+                for (const toml::node& e : *a) list.push_back(whole_number(c, e, "connections", 1, 100000));
+            }
+        } else if (key == "backend") {
+            std::optional<std::string> b = v.value<std::string>();
+            if (!b || std::find(model_names.begin(), model_names.end(), *b) == model_names.end())
+                c.fail(v, fmt::format("'backend' must name the model that serves fan-out calls (valid: {})",
+                                      fmt::join(model_names, ", ")));
+            p.backend = *b;
         }
         else if (key == "workers") {
             const toml::table* wt = v.as_table();
@@ -176,6 +199,10 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
             throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; run make build)",
                                                  p.path, m, mi->binary_path));
     }
+    for (const auto& w : p.workloads)
+        if (find_workload(w)->needs_backend && !find_model(registry, p.backend)->built)
+            throw std::runtime_error(fmt::format("{}: workload '{}' needs the backend model '{}', which is not built",
+                                                 p.path, w, p.backend));
     if (p.client_threads == 0) p.client_threads = static_cast<int>(p.client_cpus.size());
     return p;
 }

@@ -19,7 +19,9 @@ namespace fs = std::filesystem;
 namespace concbench {
 
 bool ModelInfo::serves(const std::string& workload) const {
-    return std::find(workloads.begin(), workloads.end(), workload) != workloads.end();
+    const Workload* w = find_workload(workload);
+    const std::string& family = w ? w->family : workload;
+    return std::find(workloads.begin(), workloads.end(), family) != workloads.end();
 }
 
 std::string source_dir() {
@@ -95,13 +97,11 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     m.platforms = string_list(t, file, "platforms");
     m.workloads = string_list(t, file, "workloads");
     m.notes = string_list(t, file, "notes");
+    const auto& families = workload_families();
     for (const auto& w : m.workloads)
-        if (!find_workload(w)) {
-            std::vector<std::string> names;
-            for (const auto& k : all_workloads()) names.push_back(k.name);
+        if (std::find(families.begin(), families.end(), w) == families.end())
             bad(file, t["workloads"].node()->source(),
-                fmt::format("unknown workload '{}' (valid: {})", w, fmt::join(names, ", ")));
-        }
+                fmt::format("unknown workload family '{}' (valid: {})", w, fmt::join(families, ", ")));
     if (const toml::node* n = t.get("workers")) {
         std::optional<int64_t> v = n->value<int64_t>();
         if (!n->is_integer() || !v || *v < 1 || *v > 4096)

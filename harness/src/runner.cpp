@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
 #include "concbench/loadgen.hpp"
 #include "concbench/profile.hpp"
@@ -54,7 +55,7 @@ std::vector<Cell> plan(const Profile& p) {
     std::vector<Cell> cells;
     for (int r = 1; r <= p.repetitions; ++r)
         for (const auto& w : p.workloads)
-            for (int c : p.connections)
+            for (int c : p.connections_of(w))
                 for (const auto& m : p.models) cells.push_back({m, w, c, r});
     return cells;
 }
@@ -131,7 +132,7 @@ struct CellRun {
 };
 
 CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
-                 const std::string& run_id, const fs::path& dir) {
+                 const std::vector<ModelInfo>& registry, const std::string& run_id, const fs::path& dir) {
     CellRun out;
     json& j = out.line;
     j["schema"] = kResultsSchema;
@@ -151,9 +152,38 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
         return out;
     }
 
+    // A fan-out's backend: a server of its own on the client's CPUs, so its work is not charged
+    // to the model measured, started fresh for the cell.
+    std::unique_ptr<ServerProcess> backend;
+    std::string err;
+    if (w->needs_backend) {
+        const ModelInfo* bm = find_model(registry, p.backend);
+        ServerCommand bc;
+        bc.binary = bm->binary_path;
+        bc.args = {"--proto", "http", "--host", "127.0.0.1", "--port", "0"};
+        bc.cpus = p.client_cpus;
+        bc.log_path = (dir / "logs" / (cell.stem() + ".backend.log")).string();
+        backend = ServerProcess::start(bc, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
+                                       &g_interrupted);
+        if (!backend) {
+            out.interrupted = g_interrupted;
+            j["error"] = "the fan-out backend (" + p.backend + ") did not start: " + err;
+            return out;
+        }
+        j["backend"] = {{"model", p.backend}, {"cpus", p.client_cpus}};
+    }
+
     ServerCommand cmd;
     cmd.binary = model.binary_path;
     cmd.args = {"--proto", proto_name(w->proto), "--host", "127.0.0.1", "--port", "0"};
+    if (backend) {
+        cmd.args.push_back("--backend");
+        cmd.args.push_back(fmt::format("{}:{}", backend->host(), backend->port()));
+    }
+    if (!w->file_name.empty()) {
+        cmd.args.push_back("--docroot");
+        cmd.args.push_back(fs::absolute(dir / "docroot").string());
+    }
     if (int n = p.workers_for(model)) {
         cmd.args.push_back("--workers");
         cmd.args.push_back(std::to_string(n));
@@ -161,7 +191,6 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     }
     cmd.cpus = p.server_cpus;
     cmd.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
-    std::string err;
     auto server = ServerProcess::start(cmd, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)),
                                        err, &g_interrupted);
     if (!server) {
@@ -329,7 +358,17 @@ int run_profile(const RunOptions& o) {
         std::ofstream(dir / "profile.toml") << p.text;
         write_json_file((dir / "meta.json").string(), make_meta(run_id, p));
     }
-    for (const char* sub : {"logs", "hist", "series"}) fs::create_directories(dir / sub);
+    for (const char* sub : {"logs", "hist", "series", "docroot"}) fs::create_directories(dir / sub);
+    // The files the profile's file workloads ask for, made once per run (pattern bytes, so the
+    // client checks every byte without reading them).
+    for (const auto& wname : p.workloads) {
+        const Workload* w = find_workload(wname);
+        std::string err;
+        if (!w->file_name.empty() && !write_docroot_file((dir / "docroot").string(), *w, err)) {
+            fmt::print(stderr, "concbench: {}\n", err);
+            return 2;
+        }
+    }
     point_latest(o.results_root, run_id);
     const std::string jsonl = (dir / "results.jsonl").string();
 
@@ -423,7 +462,7 @@ int run_profile(const RunOptions& o) {
                        {"connections", cell.connections}, {"repetition", cell.repetition},
                        {"status", "failed"}, {"error", it->second}, {"verify", "failed"}};
         } else {
-            cr = run_cell(cell, p, *m, run_id, dir);
+            cr = run_cell(cell, p, *m, registry, run_id, dir);
             cr.line["verify"] = verify_set == "off" ? "skipped" : verify_set;
         }
         if (cr.interrupted) {

@@ -12,9 +12,18 @@
 
 namespace concbench {
 
+struct ServerOptions;
+
 // Reads, feeds the session, writes its answers, until the peer leaves, an error, or the session
 // asks to close. The read buffer (16 KiB) is on the calling thread's stack. The caller closes fd.
-void serve_blocking(int fd, Proto proto, const ServerIdentity& id);
+// Effects are carried out with blocking calls on the calling thread, as such servers do:
+//   - wait: the thread sleeps (in poll() on the client socket with no events, so that only a
+//     hang-up — the client reset, or the model's shutdown() at SIGTERM — cuts the sleep short);
+//   - fanout: K blocking backend sockets from the thread's own pool (kept open across requests
+//     and, in a pooled thread or process, across connections): all K requests are written
+//     first, then the K answers are read in turn, so the calls overlap in time;
+//   - file: sendfile() of the whole file on the blocking socket.
+void serve_blocking(int fd, const ServerOptions& opts, const ServerIdentity& id);
 
 // Child processes of a process model, reaped through a SIGCHLD signalfd.
 class Children {

@@ -30,13 +30,42 @@ bool Reactor::try_set(Watcher& w, int mask) {
     return true;
 }
 
-void Reactor::run() {
+void Reactor::arm(Timer& t, int ms) {
+    disarm(t);
+    t.at_ = timers_.emplace(std::chrono::steady_clock::now() + std::chrono::milliseconds(ms), &t);
+    t.armed_ = true;
+}
+
+void Reactor::disarm(Timer& t) {
+    if (!t.armed_) return;
+    timers_.erase(t.at_);
+    t.armed_ = false;
+}
+
+// Until the earliest timer is due, rounded up to a whole millisecond (-1: no timer).
+int Reactor::next_timeout_ms() {
+    if (timers_.empty()) return -1;
+    auto left = timers_.begin()->first - std::chrono::steady_clock::now();
+    if (left <= left.zero()) return 0;
+    return static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+}
+
+void Reactor::run(const std::function<void()>& after_batch) {
     constexpr int kBatch = 256;
     Fired fired[kBatch];
     running_ = true;
     while (running_) {
-        int n = backend_poll(st_, -1, fired, kBatch);
+        int n = backend_poll(st_, next_timeout_ms(), fired, kBatch);
         for (int i = 0; i < n; ++i) fired[i].w->on_ready(fired[i].ready);
+        // Due timers, in deadline order; one a callback arms now for "now" waits for the next turn.
+        auto now = std::chrono::steady_clock::now();
+        while (!timers_.empty() && timers_.begin()->first <= now) {
+            Timer* t = timers_.begin()->second;
+            timers_.erase(timers_.begin());
+            t->armed_ = false;
+            t->on_timer();
+        }
+        if (after_batch) after_batch();
     }
 }
 

@@ -2,7 +2,10 @@
 // backend (backend_epoll.cpp, backend_poll.cpp, backend_select.cpp), each defining the same
 // backend_* functions — the shape of Redis's ae. A model links exactly one backend library.
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 
 namespace concbench {
 
@@ -18,6 +21,19 @@ struct Watcher {
 
 protected:
     ~Watcher() = default;
+};
+
+// A one-shot timer (the Wait effect): armed for a delay, fired once by the loop, or disarmed.
+struct Timer {
+    virtual void on_timer() = 0;
+
+protected:
+    ~Timer() = default;
+
+private:
+    friend class Reactor;
+    bool armed_ = false;
+    std::multimap<std::chrono::steady_clock::time_point, Timer*>::iterator at_;
 };
 
 // --- the backend interface: every backend_<name>.cpp defines exactly these -------------------
@@ -50,14 +66,21 @@ public:
     // The same, but a failure is survivable: returns false with errno set and w unchanged (a new
     // connection the backend cannot watch — select past FD_SETSIZE, epoll out of memory).
     bool try_set(Watcher& w, int mask);
-    // Runs until stop(): waits for readiness and calls each ready watcher.
-    void run();
+    // Fires `t` once, `ms` from now (re-arming moves it). disarm() of an unarmed timer is a no-op.
+    void arm(Timer& t, int ms);
+    void disarm(Timer& t);
+    // Runs until stop(): waits for readiness or the next timer, calls each ready watcher, fires
+    // due timers, then `after_batch` (where a model frees what its callbacks retired, since a
+    // callback may close another watcher that is still in the same batch).
+    void run(const std::function<void()>& after_batch = {});
     void stop() { running_ = false; }
     const char* backend() const { return backend_name(); }
 
 private:
+    int next_timeout_ms();
     BackendState* st_;
     bool running_ = false;
+    std::multimap<std::chrono::steady_clock::time_point, Timer*> timers_;
 };
 
 }  // namespace concbench

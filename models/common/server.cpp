@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -63,6 +64,10 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
     app.add_option("--host", o.host, "address to listen on (an IP literal)");
     app.add_option("--port", o.port, "port to listen on; 0 picks a free one")
         ->check(CLI::Range(0, 65535));
+    std::string backend;
+    app.add_option("--backend", backend, "HOST:PORT of the server fan-out calls go to");
+    app.add_option("--docroot", o.docroot, "directory /file/NAME is served from")
+        ->check(CLI::ExistingDirectory);
     if (traits.has_workers)
         app.add_option("--workers", o.workers, "worker count")->check(CLI::Range(1, 4096));
     try {
@@ -73,6 +78,18 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
         fatal("%s (see --help)", e.what());
     }
     parse_proto(proto, o.proto);
+    if (!backend.empty()) {
+        std::size_t colon = backend.rfind(':');
+        unsigned long port = 0;
+        char* end = nullptr;
+        if (colon != std::string::npos) port = std::strtoul(backend.c_str() + colon + 1, &end, 10);
+        in_addr a;
+        if (colon == std::string::npos || !end || *end || port == 0 || port > 65535 ||
+            inet_pton(AF_INET, backend.substr(0, colon).c_str(), &a) != 1)
+            fatal("--backend: '%s' is not IPv4-ADDRESS:PORT", backend.c_str());
+        o.backend_host = backend.substr(0, colon);
+        o.backend_port = static_cast<uint16_t>(port);
+    }
     in6_addr a6;
     in_addr a4;
     if (inet_pton(AF_INET, o.host.c_str(), &a4) != 1 && inet_pton(AF_INET6, o.host.c_str(), &a6) != 1)
@@ -203,6 +220,28 @@ int accept_connection(int listen_fd, bool nonblocking) {
     }
     if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) errno = EAGAIN;
     return -1;
+}
+
+int open_docroot_file(const ServerOptions& opts, const std::string& name, long long& size) {
+    if (opts.docroot.empty()) return -1;
+    std::string path = opts.docroot + "/" + name;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    size = static_cast<long long>(st.st_size);
+    return fd;
+}
+
+bool backend_address(const ServerOptions& opts, sockaddr_in& addr) {
+    if (opts.backend_host.empty()) return false;
+    addr = sockaddr_in{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(opts.backend_port);
+    return inet_pton(AF_INET, opts.backend_host.c_str(), &addr.sin_addr) == 1;
 }
 
 bool write_outbox(int fd, Outbox& out) {

@@ -1,6 +1,7 @@
 // What every server shares, so that a model's own code is only its concurrency mechanism: the
 // command line of the contract, the listening socket, signals, the readiness line, accept.
 #pragma once
+#include <netinet/in.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -16,6 +17,9 @@ struct ServerOptions {
     std::string host = "127.0.0.1";
     uint16_t port = 0;
     int workers = 1;
+    std::string backend_host;  // --backend H:P: where fan-out calls go ("" = not given: 502)
+    uint16_t backend_port = 0;
+    std::string docroot;       // --docroot DIR: where /file/NAME is read from ("" = 404)
 };
 
 struct ModelTraits {
@@ -56,6 +60,15 @@ int accept_connection(int listen_fd, bool nonblocking);
 
 // A process that will never accept (a forked per-connection child) drops the reserved fd.
 void close_reserve_fd();
+
+// The File effect's first step, shared so every model opens the same way: opens NAME under
+// opts.docroot (O_RDONLY | O_CLOEXEC, a regular file only) and sets `size`. Returns the fd, or -1
+// (no docroot, no such file, not a regular file) — complete_file(-1) then answers 404. The name
+// is already checked by the route (no '/', no leading '.').
+int open_docroot_file(const ServerOptions& opts, const std::string& name, long long& size);
+
+// The fan-out backend's address from --backend; false when none was given (the model answers 502).
+bool backend_address(const ServerOptions& opts, sockaddr_in& addr);
 
 // Writes as much of `out` as the socket takes (writev). Returns false on a socket error; with a
 // blocking socket it returns when all is written.

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
                 sigset_t none;
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, nullptr);
-                serve_blocking(fd, opts.proto, id);
+                serve_blocking(fd, opts, id);
                 close(fd);
                 _exit(0);
             }

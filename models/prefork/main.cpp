@@ -39,17 +39,17 @@ constexpr seconds kStopGrace{4};
 constexpr int kRetryForkMs = 1000;
 
 // A worker's life: accept, serve, close, forever (a SIGTERM ends it).
-[[noreturn]] void worker(int lfd, Proto proto, const ServerIdentity& id) {
+[[noreturn]] void worker(int lfd, const ServerOptions& opts, const ServerIdentity& id) {
     for (;;) {
         int fd = accept_connection(lfd, false);  // blocks: the listening socket is blocking
         if (fd < 0) continue;                    // interrupted, aborted, or out of fds
-        serve_blocking(fd, proto, id);
+        serve_blocking(fd, opts, id);
         close(fd);
     }
 }
 
 // Forks workers until there are `want`. False, with errno, if fork failed (try again later).
-bool spawn_workers(Children& workers, std::size_t want, int lfd, int sigfd, Proto proto,
+bool spawn_workers(Children& workers, std::size_t want, int lfd, int sigfd, const ServerOptions& opts,
                    const ServerIdentity& id) {
     while (workers.size() < want) {
         pid_t pid = fork();
@@ -61,7 +61,7 @@ bool spawn_workers(Children& workers, std::size_t want, int lfd, int sigfd, Prot
             sigset_t none;
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, nullptr);
-            worker(lfd, proto, id);
+            worker(lfd, opts, id);
         }
         workers.add(pid);
     }
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         fatal("fcntl: %s", strerror(errno));
 
     auto want = static_cast<std::size_t>(opts.workers);
-    if (!spawn_workers(workers, want, lfd, sigfd, opts.proto, id)) {
+    if (!spawn_workers(workers, want, lfd, sigfd, opts, id)) {
         int err = errno;
         std::size_t started = workers.size();
         workers.stop_all(kStopGrace);
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
             fatal("poll: %s", strerror(errno));
         if (pfd[0].revents) break;  // SIGTERM or SIGINT
         if (pfd[1].revents) workers.reap(true);  // a worker that died is replaced below
-        complete = spawn_workers(workers, want, lfd, sigfd, opts.proto, id);
+        complete = spawn_workers(workers, want, lfd, sigfd, opts, id);
         if (!complete)
             warn("fork: %s: %zu of %zu workers running, retrying in %d ms", strerror(errno),
                  workers.size(), want, kRetryForkMs);

@@ -97,9 +97,9 @@ private:
     bool stopping_ = false;
 };
 
-void worker(Pool& pool, std::size_t w, Proto proto, const ServerIdentity& id) {
+void worker(Pool& pool, std::size_t w, const ServerOptions& opts, const ServerIdentity& id) {
     for (int fd; (fd = pool.take(w)) >= 0;) {
-        serve_blocking(fd, proto, id);
+        serve_blocking(fd, opts, id);
         pool.release(w);
     }
 }
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     threads.reserve(workers);
     try {
         for (std::size_t w = 0; w < workers; ++w)
-            threads.emplace_back(worker, std::ref(pool), w, opts.proto, std::cref(id));
+            threads.emplace_back(worker, std::ref(pool), w, std::cref(opts), std::cref(id));
     } catch (const std::system_error& e) {
         fatal("cannot start worker thread %zu of %zu: %s", threads.size() + 1, workers, e.what());
     }

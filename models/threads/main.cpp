@@ -50,8 +50,8 @@ struct Connections {
     }
 };
 
-void serve(int fd, Proto proto, const ServerIdentity& id, Connections& conns) {
-    serve_blocking(fd, proto, id);
+void serve(int fd, const ServerOptions& opts, const ServerIdentity& id, Connections& conns) {
+    serve_blocking(fd, opts, id);
     conns.close_fd(fd);
 }
 
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
             }
             conns.add(fd);
             try {
-                std::thread(serve, fd, opts.proto, std::cref(id), std::ref(conns)).detach();
+                std::thread(serve, fd, std::cref(opts), std::cref(id), std::ref(conns)).detach();
             } catch (const std::system_error& e) {
                 warn("cannot start a thread for a new connection (%s): closing it", e.what());
                 conns.close_fd(fd);

@@ -2,6 +2,7 @@
 // Connection: close; 400 + close on malformed input, 431 + close past 8 KiB of request head.
 #include <llhttp.h>
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <string>
@@ -47,10 +48,19 @@ public:
 
     void feed(const char* data, std::size_t n) override {
         if (close_) return;  // answered with close: the rest is not read
+        if (busy()) {        // an effect is pending: hold the bytes until it completes
+            held_.append(data, n);
+            return;
+        }
         llhttp_errno_t err = llhttp_execute(&parser_, data, n);
         switch (err) {
             case HPE_OK:
-            case HPE_PAUSED:  // paused by us after a final (closing) response
+                return;
+            case HPE_PAUSED:  // paused by us: after a final (closing) response, or at an effect
+                if (busy()) {
+                    const char* stop = llhttp_get_error_pos(&parser_);
+                    if (stop && stop >= data && stop < data + n) held_.append(stop, data + n - stop);
+                }
                 return;
             case HPE_USER:  // a callback refused: the head grew past the limit
                 respond(error_response(431), false, false);
@@ -64,7 +74,58 @@ public:
         }
     }
 
-    void peer_closed() override { close_ = true; }
+    void peer_closed() override {
+        peer_closed_ = true;
+        close_ = true;  // held or pending answers still go out first (close_after_write waits)
+    }
+
+    void complete_wait() override {
+        if (effect_.kind != Effect::Kind::wait) return;
+        std::string body = delay_body(effect_.ms, effect_.id);
+        Response r;
+        r.body = body;
+        finish(r);
+    }
+
+    void complete_fanout(const std::vector<std::string>& bodies, bool ok) override {
+        if (effect_.kind != Effect::Kind::fanout) return;
+        // Each call's body must be the one its id asks for: a model that lost or swapped calls
+        // answers 502 rather than a body the client would take for correct.
+        ok = ok && bodies.size() == static_cast<std::size_t>(effect_.calls);
+        std::string body;
+        for (int i = 0; ok && i < effect_.calls; ++i) {
+            if (bodies[i] != delay_body(effect_.ms, i)) ok = false;
+            body += bodies[i];
+        }
+        if (!ok) return finish(error_response(502));
+        Response r;
+        r.body = body;
+        finish(r);
+    }
+
+    std::size_t complete_file(long long size) override {
+        if (effect_.kind != Effect::Kind::file || file_pending_) return 0;
+        if (size < 0) {
+            finish(error_response(404));
+            return 0;
+        }
+        Response r;
+        r.content_type = "application/octet-stream";
+        r.pattern_len = 0;
+        write_head(r, static_cast<std::size_t>(size), pending_keep_alive_);
+        if (pending_head_only_ || size == 0) {
+            finish_head_only();
+            return 0;
+        }
+        file_pending_ = true;  // stay busy until the model has sent the file's bytes
+        return static_cast<std::size_t>(size);
+    }
+
+    void file_sent() override {
+        if (!file_pending_) return;
+        file_pending_ = false;
+        finish_head_only();
+    }
 
 private:
     static const llhttp_settings_t& settings() {
@@ -106,31 +167,69 @@ private:
         HttpSession& s = self(p);
         std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
         bool keep_alive = llhttp_should_keep_alive(p);
-        s.respond(route(method, s.target_), keep_alive, method == "HEAD");
+        Response r = route(method, s.target_);
         std::string().swap(s.target_);  // an idle connection keeps no request memory
+        if (r.effect.kind != Effect::Kind::none) {
+            // Stop parsing here: the answer waits for the model, later requests wait for it.
+            s.effect_ = std::move(r.effect);
+            s.pending_keep_alive_ = keep_alive;
+            s.pending_head_only_ = method == "HEAD";
+            return HPE_PAUSED;
+        }
+        s.respond(r, keep_alive, method == "HEAD");
         return keep_alive ? 0 : HPE_PAUSED;
+    }
+
+    // The answer of the pending effect is ready: write it, then go on with the held input.
+    void finish(const Response& r) {
+        bool keep_alive = pending_keep_alive_;
+        effect_ = Effect{};
+        respond(r, keep_alive, pending_head_only_);
+        resume();
+    }
+    // The head (and, for a file, its body) went out already.
+    void finish_head_only() {
+        effect_ = Effect{};
+        resume();
+    }
+    void resume() {
+        if (answered_close_) return;  // answered with close: nothing more is read
+        if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
+        std::string held;
+        held.swap(held_);
+        bool was_closing = close_;
+        close_ = false;  // held pipelined requests of a half-closed peer are still answered
+        if (!held.empty()) feed(held.data(), held.size());
+        if (was_closing) close_ = true;
+    }
+
+    // The status line and headers, then `body` (a small body goes out in the same piece).
+    void write_head(const Response& r, std::size_t body_len, bool keep_alive, std::string_view body = {}) {
+        char num[24];
+        std::string& h = scratch();
+        h.assign("HTTP/1.1 ");
+        h.append(num, std::to_chars(num, num + sizeof num, r.status).ptr);
+        h.append(" ").append(reason_phrase(r.status));
+        h.append("\r\nServer: ").append(id_.server_header);
+        h.append("\r\nDate: ").append(http_date());
+        h.append("\r\nContent-Type: ").append(r.content_type);
+        h.append("\r\nContent-Length: ");
+        h.append(num, std::to_chars(num, num + sizeof num, body_len).ptr);
+        if (!keep_alive) h.append("\r\nConnection: close");
+        else if (parser_.http_major == 1 && parser_.http_minor == 0)
+            h.append("\r\nConnection: keep-alive");
+        h.append("\r\n\r\n").append(body);
+        out_.append(h);
+        if (!keep_alive) {
+            close_ = true;
+            answered_close_ = true;
+        }
     }
 
     void respond(const Response& r, bool keep_alive, bool head_only) {
         std::size_t body_len = r.pattern_len ? r.pattern_len : r.body.size();
-        char line[64];
-        int n = std::snprintf(line, sizeof line, "HTTP/1.1 %d ", r.status);
-        std::string& h = scratch();
-        h.clear();
-        h.append(line, n).append(reason_phrase(r.status));
-        h.append("\r\nServer: ").append(id_.server_header);
-        h.append("\r\nDate: ").append(http_date());
-        h.append("\r\nContent-Type: ").append(r.content_type);
-        n = std::snprintf(line, sizeof line, "\r\nContent-Length: %zu", body_len);
-        h.append(line, n);
-        if (!keep_alive) h.append("\r\nConnection: close");
-        else if (parser_.http_major == 1 && parser_.http_minor == 0)
-            h.append("\r\nConnection: keep-alive");
-        h.append("\r\n\r\n");
-        if (!head_only) h.append(r.body);
-        out_.append(h);
+        write_head(r, body_len, keep_alive, head_only ? std::string_view() : r.body);
         if (!head_only) out_.append_pattern(r.pattern_len);
-        if (!keep_alive) close_ = true;
     }
     // One buffer per thread to build response heads in, so answering allocates nothing but the
     // outbox's own storage.
@@ -143,6 +242,9 @@ private:
     const ServerIdentity& id_;
     std::string target_;
     std::size_t head_bytes_ = 0;
+    std::string held_;                  // input that arrived while an effect was pending
+    bool pending_keep_alive_ = true, pending_head_only_ = false;
+    bool file_pending_ = false, peer_closed_ = false, answered_close_ = false;
 };
 
 }  // namespace

@@ -27,6 +27,15 @@ struct Profile {
     int client_threads = 0;                // 0: one per client CPU
     std::map<std::string, int> workers;    // [workers] model = N: --workers for that model
     std::string verify = "quick";          // verify each model before measuring: quick | full | off
+    // [connections_for] workload = [..]: that workload's connection counts instead of `connections`
+    // (for `idle`: the idle connections held).
+    std::map<std::string, std::vector<int>> connections_for;
+    std::string backend = "epoll";         // the model serving fan-out calls, on the client's CPUs
+
+    const std::vector<int>& connections_of(const std::string& workload) const {
+        auto it = connections_for.find(workload);
+        return it == connections_for.end() ? connections : it->second;
+    }
 
     // --workers for `model` in this profile: the profile's [workers] entry, else the model's
     // default; 0 when the model takes no --workers.

@@ -1,7 +1,11 @@
-// Routes: the handlers of the HTTP contract. Pure functions of the request: no IO of their own.
+// Routes: the handlers of the HTTP contract. Pure functions of the request: no IO of their own —
+// an IO-bound route returns the effect it needs (Response::effect) and the session writes the
+// answer when the model completes it.
 #pragma once
 #include <cstddef>
 #include <string_view>
+
+#include "concbench/session.hpp"
 
 namespace concbench {
 
@@ -10,6 +14,7 @@ struct Response {
     std::string_view content_type = "text/plain";
     std::string_view body;        // static bytes, or
     std::size_t pattern_len = 0;  // this many bytes of the /bytes pattern
+    Effect effect;                // kind != none: the answer comes once the model has done this
 };
 
 // `method` is llhttp's method name ("GET", "HEAD", ...), `target` the request target as sent.

@@ -1,5 +1,12 @@
 // Workloads: what a client sends and what a correct server answers. The harness drives these,
 // the models serve them; neither side defines them again.
+//
+// A workload is named by its family and, for the parametric families, its parameters:
+//   hello, hello-close, echo, idle          fixed
+//   bytes-<N>      GET /bytes/N             N bytes, k/m suffixes allowed: bytes-16k, bytes-4m
+//   delay-<MS>     GET /delay/MS            the server holds each answer MS ms (Wait effect)
+//   fanout-<K>x<MS> GET /fanout/K/MS        K concurrent backend calls of /delay/MS (Fanout)
+//   file-<N>       GET /file/<N>            a file of N bytes from the docroot (k/m suffixes)
 #pragma once
 #include <cstddef>
 #include <string>
@@ -11,7 +18,8 @@
 namespace concbench {
 
 struct Workload {
-    std::string name;
+    std::string name;           // "delay-10"
+    std::string family;         // "delay": what a model.toml lists as served
     std::string description;
     Proto proto;
     std::string request;        // exact bytes a client sends for one request (echo: one message)
@@ -19,15 +27,29 @@ struct Workload {
     std::size_t expected_body;  // body length (HTTP) or echoed bytes (echo)
     bool keep_alive;            // the connection is reused for the next request
 
+    enum class Body { hello, pattern, echo, exact } body_kind;
+    std::string expected;       // Body::exact: the whole body
+
+    int delay_ms = 0;           // delay, fanout: no correct answer comes sooner than this
+    bool needs_backend = false; // fanout: the runner starts a backend and passes --backend
+    std::string file_name;      // file: the docroot must hold this file, file_size bytes of the
+    std::size_t file_size = 0;  //   /bytes pattern (write_docroot_file makes it)
+    // idle: the cell's connection count is the number of idle keep-alive connections held open
+    // while a small active `hello` load is measured (C10K).
+    bool idle = false;
+
     // True when `chunk`, found at byte `offset` of the body (or echo reply), is what a correct
     // server sends. Called per received chunk, so checking costs no copy.
     bool body_ok(std::size_t offset, std::string_view chunk) const;
-
-    enum class Body { hello, pattern, echo } body_kind;
 };
 
+// One workload of each family with its default parameters (what `concbench list` shows).
 const std::vector<Workload>& all_workloads();
-const Workload* find_workload(std::string_view name);  // nullptr if unknown
+// Any valid name, parameters included; nullptr if the name is not a workload. The pointer stays
+// valid for the life of the program.
+const Workload* find_workload(std::string_view name);
+// The families a model.toml may list.
+const std::vector<std::string>& workload_families();
 
 inline constexpr std::string_view kHelloBody = "Hello, World!";
 
