@@ -847,6 +847,10 @@ std::string case_slowloris(Ctx& x) {
     dribble.join();
     slow.clear();
     need(with.failed == 0, "with 200 slowloris connections: {} (first: {})", with.figures(), with.first_error);
+    // The 100 ms bound is for event loops (readiness, completion); a thread or process per
+    // connection pays a spawn per client, so there the figures are reported, not judged.
+    if (x.model.mechanism == "blocking")
+        return with.figures() + " (blocking model: latency reported, not judged)";
     if (with.p99() < 100) return with.figures();
     // Over 100 ms: the slow clients' doing, or a busy machine's? The same probe without them
     // decides; p99 must stay within twice the quiet figure plus 10 ms.
@@ -891,7 +895,14 @@ std::string case_fd_limit(Ctx& x) {
         flood.push_back(std::make_unique<Conn>(s.port(), milliseconds(500)));
         if (flood.back()->ok()) flood.back()->try_send(get("/"));
     }
+    // Let the server catch up with the flood (a fork per connection under ASan takes a while):
+    // wait, up to 5 s, for a 200 ms step with almost no CPU; a spinning server never gets one.
     pause_ms(300);
+    for (auto until = Clock::now() + seconds(5); Clock::now() < until;) {
+        TreeSample t0 = sample_tree(s.pid());
+        pause_ms(200);
+        if (sample_tree(s.pid()).cpu_s - t0.cpu_s < 0.02) break;
+    }
     TreeSample a = sample_tree(s.pid());
     pause_ms(1000);
     TreeSample b = sample_tree(s.pid());
@@ -1071,7 +1082,8 @@ const std::vector<CaseDef>& table() {
         {{"half-closed-echo", "hostile", "echo", "echo: shutdown(SHUT_WR) after sending: every byte comes back"},
          case_half_closed_echo},
         {{"slowloris", "hostile", "http",
-          "200 connections dribbling a header byte a second: a normal client's p99 stays under 100 ms",
+          "200 connections dribbling a header byte a second: another client is answered, p99 under "
+          "100 ms on event loops (blocking models: reported)",
           true}, case_slowloris},
         {{"never-reading", "hostile", "http",
           "a client that never reads 16 x 4 MiB answers: other clients are answered within 2 s"},
