@@ -482,3 +482,33 @@ TEST(Backend, ReaderTakesOneAnswerAtATime) {
     EXPECT_FALSE(r.keep_alive());
     EXPECT_EQ(backend_request(20, 3), "GET /delay/20?id=3 HTTP/1.1\r\nHost: backend\r\n\r\n");
 }
+
+TEST(Session, AtRestOnlyBetweenRequests) {
+    auto s = make_session(Proto::http, kId);
+    EXPECT_TRUE(s->at_rest());
+    std::string part = "GET / HTTP/1.1\r\nHo";
+    s->feed(part.data(), part.size());
+    EXPECT_FALSE(s->at_rest());  // half a request is in the parser
+    std::string rest = "st: x\r\n\r\n";
+    s->feed(rest.data(), rest.size());
+    EXPECT_FALSE(s->at_rest());  // its answer is not written yet
+    drain(s->out());
+    EXPECT_TRUE(s->at_rest());
+    std::string wait = "GET /delay/5 HTTP/1.1\r\n\r\n";
+    s->feed(wait.data(), wait.size());
+    EXPECT_FALSE(s->at_rest());  // an effect is pending
+    s->complete_wait();
+    drain(s->out());
+    EXPECT_TRUE(s->at_rest());
+    std::string closing = "GET / HTTP/1.0\r\n\r\n";
+    s->feed(closing.data(), closing.size());
+    drain(s->out());
+    EXPECT_FALSE(s->at_rest());  // closing: not to be replaced by a fresh session
+
+    auto e = make_session(Proto::echo, kId);
+    EXPECT_TRUE(e->at_rest());
+    e->feed("ab", 2);
+    EXPECT_FALSE(e->at_rest());
+    drain(e->out());
+    EXPECT_TRUE(e->at_rest());
+}

@@ -1185,7 +1185,15 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
         CaseResult r;
         r.name = info.name;
         if (auto it = model.verify_expect.find(info.name); it != model.verify_expect.end()) r.declared = it->second;
-        if (!serves_proto(model, info.proto)) {
+        if (model.is_reference()) {
+            // nginx and Apache take their own command lines (the harness's launch.hpp starts
+            // them); verify starts servers by the concbench contract only, so far.
+            r.status = CaseStatus::not_applicable;
+            r.detail = "a reference server: verify does not start reference servers yet";
+        } else if (!model.skips(info.name).empty()) {
+            r.status = CaseStatus::not_applicable;
+            r.detail = model.skips(info.name);
+        } else if (!serves_proto(model, info.proto)) {
             r.status = CaseStatus::not_applicable;
             r.detail = fmt::format("serves no {} workload", info.proto);
         } else if (opts.interrupted && *opts.interrupted) {

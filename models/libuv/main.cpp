@@ -1,18 +1,30 @@
 // server-libuv: libuv's event loop (the loop under Node.js). On Linux libuv runs sockets on epoll,
 // so this is a readiness model; what it measures is libuv's bookkeeping on top of epoll.
+// main.cpp: loops, connections, writes, the wait effect; fanout.cpp, file.cpp: those effects.
 //   - uv_tcp_open adopts the listening socket from models/common (port 0, SO_REUSEPORT) and
 //     uv_listen's connection callback uv_accepts; libuv accepts inside its loop, so libuv's own
 //     EMFILE trick (a reserved fd per loop, freed to accept-and-close) is the one that applies;
 //   - uv_read_start with an alloc callback that hands out the loop's one 64 KiB buffer: an idle
 //     connection holds no read buffer;
 //   - write at once with uv_try_write; only when the socket is full, queue the rest with uv_write
-//     (one write in flight per connection) and uv_read_stop until its callback: backpressure;
-//   - uv_close with a close callback that frees the connection;
+//     (a write request allocated per queued write, as Node's WriteWrap) and uv_read_stop until its
+//     callback: backpressure;
+//   - effects, the way Node does them (callbacks all the way down):
+//       wait:   a uv_timer_t, allocated only while the connection waits, closed after;
+//       fanout: K backend calls at once on keep-alive uv_tcp_t connections from a per-loop pool
+//               that grows on demand (Node's http.Agent), a counter per fan-out;
+//       file:   open on libuv's threadpool (uv_queue_work around the shared open_docroot_file),
+//               then 64 KiB uv_fs_read chunks on the threadpool, written with uv_try_write/
+//               uv_write while the next one is read (Node's fs.createReadStream piped into the
+//               socket: one chunk read ahead);
+//   - uv_close with a close callback that frees the connection; effect state that a callback may
+//     still reach (a fan-out's calls, a threadpool request) outlives a connection that goes away
+//     and is freed by the last callback;
 //   - --workers N: N loops, one thread each, each with its own listening socket on the same port
 //     (SO_REUSEPORT). The signalfd of models/common is watched with a uv_poll_t on the main loop,
 //     which uv_async_sends every other loop; each loop then uv_walks and closes all its handles.
 // libuv >= 1.44 (Debian libuv1-dev), Linux. Run: server-libuv --proto http --host 127.0.0.1
-//   --port 0 [--workers N]
+//   --port 0 [--workers N] [--backend H:P] [--docroot DIR]
 #include <netinet/in.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -21,46 +33,20 @@
 #include <uv.h>
 
 #include <atomic>
-#include <cstring>
 #include <ctime>
 #include <memory>
-#include <thread>
 #include <vector>
 
-#include "server.hpp"
+#include "libuv.hpp"
 
 using namespace concbench;
+using namespace concbench::uvm;
 
 namespace {
-
 constexpr ModelTraits kTraits{"libuv", true, 1};
-constexpr std::size_t kReadBuffer = 64 * 1024;
-constexpr int kMaxBufs = 16;  // iovecs per write
+}  // namespace
 
-struct Worker;
-
-struct Conn {
-    uv_tcp_t tcp;             // tcp.data points back here (other handles have data == nullptr)
-    uv_write_t wr;            // the one write in flight, if `writing`
-    std::size_t inflight = 0; // bytes that write covers, consumed from the outbox in its callback
-    bool writing = false;
-    bool reading = false;
-    std::unique_ptr<Session> session;
-    uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
-};
-
-struct Worker {
-    uv_loop_t loop;
-    uv_tcp_t listener;
-    uv_poll_t signal;  // worker 0: the signalfd
-    uv_async_t stop;   // workers 1..N-1: woken by worker 0
-    ServerOptions opts;
-    ServerIdentity id;
-    std::vector<Worker*> others;  // worker 0: the loops to stop when the signal comes
-    char buf[kReadBuffer];
-};
-
-Worker& worker_of(uv_handle_t* h) { return *static_cast<Worker*>(h->loop->data); }
+namespace concbench::uvm {
 
 void warn_once_a_second(const char* what, int err) {
     static std::atomic<long> last_warn{0};  // all workers together
@@ -68,49 +54,167 @@ void warn_once_a_second(const char* what, int err) {
     if (last_warn.exchange(now) != now) warn("%s: %s", what, uv_strerror(err));
 }
 
-void on_closed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+static void on_timer_closed(uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); }
+
+static void drop_timer(Conn* c) {
+    uv_timer_t* t = c->timer();
+    if (!t) return;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), on_timer_closed);  // stops it first
+    c->set_fx(Conn::Fx::none, nullptr);
+}
+
+// The connection's handle is closed: every write callback has run (with UV_ECANCELED if it was
+// still queued). What a callback may still reach is detached, the rest freed.
+static void on_closed(uv_handle_t* h) {
+    Conn* c = Conn::of(h);
+    if (Fanout* f = c->fanout()) f->conn = nullptr;  // its calls drain, the last one frees it
+    if (FileSend* f = c->file()) {
+        if (f->fs_busy) f->conn = nullptr;  // the threadpool callback frees it
+        else close_file(f);
+    }
+    delete c->session;
+    delete c;
+}
 
 void close_conn(Conn* c) {
-    auto* h = reinterpret_cast<uv_handle_t*>(&c->tcp);
-    if (!uv_is_closing(h)) uv_close(h, on_closed);
+    if (c->closing()) return;
+    drop_timer(c);
+    uv_close(c->handle(), on_closed);
 }
 
 // libuv calls alloc_cb and then read_cb at once, on the loop's thread, and read_cb feeds every
-// byte to the session before it returns; so one buffer per loop serves all its connections.
+// byte on before it returns; so one buffer per loop serves all its connections and backends.
 void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
     Worker& w = worker_of(h);
     *buf = uv_buf_init(w.buf, sizeof w.buf);
 }
 
-void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-void on_write(uv_write_t* req, int status);
+static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+static void on_write(uv_write_t* req, int status);
+void advance(Conn* c);
 
-// After the session produced output: write what the socket takes now; if it is full, queue the
-// rest and stop reading until it is written. Otherwise read on, or close if the session says so.
-void flush(Conn* c) {
-    Outbox& out = c->session->out();
-    if (!out.empty()) {
-        iovec iov[kMaxBufs];
-        uv_buf_t bufs[kMaxBufs];
-        int n = out.fill(iov, kMaxBufs);
-        for (int i = 0; i < n; ++i) bufs[i] = uv_buf_init(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
-        int r = uv_try_write(c->stream(), bufs, n);
-        if (r < 0 && r != UV_EAGAIN) return close_conn(c);
-        if (r > 0) out.consume(static_cast<std::size_t>(r));
+static void stop_reading(Conn* c) {
+    if (c->reading) uv_read_stop(c->stream());
+    c->reading = false;
+}
+
+// Writes bufs now as far as the socket takes them; queues the rest (bytes owned by the caller,
+// alive until on_write). Returns false if the connection was closed, and sets c->writing when a
+// write is queued.
+bool write_now_or_queue(Conn* c, uv_buf_t* bufs, int n, std::size_t total, bool file_chunk) {
+    int r = uv_try_write(c->stream(), bufs, n);
+    if (r < 0 && r != UV_EAGAIN) {
+        close_conn(c);
+        return false;
+    }
+    std::size_t done = r > 0 ? static_cast<std::size_t>(r) : 0;
+    if (done == total) {
+        if (!file_chunk) c->session->out().consume(done);
+        return true;
+    }
+    // The socket is full: queue what is left. uv_write copies the uv_buf_t array, not the bytes.
+    std::size_t skip = done;
+    int first = 0;
+    while (skip >= bufs[first].len) skip -= bufs[first++].len;
+    bufs[first].base += skip;
+    bufs[first].len -= skip;
+    auto* w = new WriteReq{{}, file_chunk ? 0 : total, file_chunk};
+    w->req.data = c;
+    if (uv_write(&w->req, c->stream(), bufs + first, n - first, on_write) != 0) {
+        delete w;
+        close_conn(c);
+        return false;
+    }
+    c->writing = true;
+    stop_reading(c);
+    return true;
+}
+
+// ---- wait ----
+
+static void on_timer(uv_timer_t* t) {
+    Conn* c = static_cast<Conn*>(t->data);
+    c->session->complete_wait();
+    // Keep the timer for a pipelined wait right behind; otherwise it goes.
+    if (!(c->session->busy() && c->session->effect().kind == Effect::Kind::wait)) drop_timer(c);
+    advance(c);
+}
+
+static bool start_wait(Conn* c) {
+    uv_timer_t* t = c->timer();
+    if (!t) {
+        t = new uv_timer_t;
+        uv_timer_init(c->tcp.loop, t);
+        t->data = c;
+        c->set_fx(Conn::Fx::timer, t);
+    } else if (uv_is_active(reinterpret_cast<uv_handle_t*>(t))) {
+        return true;  // already waiting
+    }
+    // libuv's timers run on the loop's clock: whole milliseconds of a coarse clock, taken at the
+    // start of the iteration, so a plain uv_timer_start(ms) may fire up to ~2 ms early (Node's
+    // setTimeout does). Every model must hold a request at least MS ms, so: bring the loop's clock
+    // to now, and add the whole milliseconds by which it lags the precise clock.
+    uv_loop_t* loop = c->tcp.loop;
+    uv_update_time(loop);
+    uint64_t now_ns = uv_hrtime(), loop_ns = uv_now(loop) * 1000000;
+    uint64_t lag_ms = now_ns > loop_ns ? (now_ns - loop_ns + 999999) / 1000000 : 0;
+    uv_timer_start(t, on_timer, static_cast<uint64_t>(c->session->effect().ms) + lag_ms, 0);
+    return true;
+}
+
+// ---- the connection's driver ----
+
+// After anything happened on a connection (bytes read, a write done, an effect completed):
+// write out() as far as the socket takes it; then carry out the session's effect, if any, or read
+// on, or close if the session says so. Returns when the connection waits on something.
+void advance(Conn* c) {
+    if (worker_of(c).stopping) return close_conn(c);  // a completion while the loop stops
+    for (;;) {
+        if (c->closing() || c->writing) return;
+        Outbox& out = c->session->out();
         if (!out.empty()) {
-            // The socket is full. uv_write copies the uv_buf_t array but not the bytes: they are
-            // the Outbox's, which nothing appends to (we stop reading) or consumes until on_write.
-            n = out.fill(iov, kMaxBufs);
-            c->inflight = 0;
+            iovec iov[kMaxBufs];
+            uv_buf_t bufs[kMaxBufs];
+            int n = out.fill(iov, kMaxBufs);
+            std::size_t total = 0;
             for (int i = 0; i < n; ++i) {
                 bufs[i] = uv_buf_init(static_cast<char*>(iov[i].iov_base), iov[i].iov_len);
-                c->inflight += iov[i].iov_len;
+                total += iov[i].iov_len;
             }
-            if (uv_write(&c->wr, c->stream(), bufs, n, on_write) != 0) return close_conn(c);
-            c->writing = true;
-            if (c->reading) uv_read_stop(c->stream());
-            c->reading = false;
-            return;
+            if (!write_now_or_queue(c, bufs, n, total, false)) return;
+            if (c->writing) return;
+            continue;  // more than kMaxBufs segments
+        }
+        if (!c->session->busy()) break;
+        stop_reading(c);  // bytes that arrive meanwhile wait in the socket
+        const Effect& e = c->session->effect();
+        switch (e.kind) {
+            case Effect::Kind::wait:
+                start_wait(c);
+                return;
+            case Effect::Kind::fanout:
+                if (c->fanout()) return;  // calls in flight
+                if (!worker_of(c).has_backend) {
+                    c->session->complete_fanout({}, false);  // no --backend: 502
+                    continue;
+                }
+                start_fanout(c);
+                return;
+            case Effect::Kind::file: {
+                FileSend* f = c->file();
+                if (!f) {
+                    start_file(c);
+                    return;
+                }
+                if (!f->sending) return;  // opening
+                if (!pump_file(c, f)) return;
+                c->set_fx(Conn::Fx::none, nullptr);
+                close_file(f);
+                c->session->file_sent();
+                continue;
+            }
+            case Effect::Kind::none:
+                break;
         }
     }
     if (c->session->close_after_write()) return close_conn(c);
@@ -118,16 +222,26 @@ void flush(Conn* c) {
     c->reading = true;
 }
 
-void on_write(uv_write_t* req, int status) {
+static void on_write(uv_write_t* req, int status) {
+    auto* w = reinterpret_cast<WriteReq*>(req);
     Conn* c = static_cast<Conn*>(req->data);
+    std::size_t bytes = w->bytes;
+    bool file_chunk = w->file_chunk;
+    delete w;
     c->writing = false;
     if (status < 0) return close_conn(c);  // UV_ECANCELED when the handle is closing, or a reset
-    c->session->out().consume(c->inflight);
-    flush(c);
+    if (file_chunk) {
+        FileSend* f = c->file();
+        f->left -= f->chunk;
+        f->wbuf = -1;
+    } else {
+        c->session->out().consume(bytes);
+    }
+    advance(c);
 }
 
-void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    Conn* c = static_cast<Conn*>(s->data);
+static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    Conn* c = Conn::of(s);
     if (n > 0) {
         c->session->feed(buf->base, static_cast<std::size_t>(n));
     } else if (n == UV_EOF) {
@@ -138,14 +252,12 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     } else {
         return;  // EAGAIN
     }
-    flush(c);
+    advance(c);
 }
 
-void on_connection(uv_stream_t* server, int status) {
+static void on_connection(uv_stream_t* server, int status) {
     if (status < 0) return warn_once_a_second("accept", status);  // after libuv's EMFILE trick
     Conn* c = new Conn;
-    c->tcp.data = c;
-    c->wr.data = c;
     uv_tcp_init(server->loop, &c->tcp);  // no socket yet: uv_accept brings it
     if (int err = uv_accept(server, c->stream()); err != 0) {
         warn_once_a_second("uv_accept", err);
@@ -153,21 +265,26 @@ void on_connection(uv_stream_t* server, int status) {
     }
     uv_tcp_nodelay(&c->tcp, 1);
     Worker& w = worker_of(reinterpret_cast<uv_handle_t*>(server));
-    c->session = make_session(w.opts.proto, w.id);
-    flush(c);  // nothing to write yet: starts reading
+    c->session = make_session(w.opts.proto, w.id).release();
+    advance(c);  // nothing to write yet: starts reading
 }
 
-// Stop: close every handle of this loop (listener, connections, the stop handle itself); the
-// loop's uv_run then returns, as nothing is left active.
-void close_all(uv_loop_t* loop) {
-    uv_walk(loop, [](uv_handle_t* h, void*) {
-        if (uv_is_closing(h)) return;
-        if (h->data) close_conn(static_cast<Conn*>(h->data));
+// Stop: close every handle of this loop (listener, connections, backends, the stop handle
+// itself; a connection's timer goes with it). The loop's uv_run returns once nothing is left
+// active: threadpool requests in flight finish first and free what they hold.
+static void close_all(uv_loop_t* loop) {
+    auto* w = static_cast<Worker*>(loop->data);
+    w->stopping = true;
+    for (Backend* b = w->backends; b; b = b->next) close_backend(b);  // fails the calls in flight
+    uv_walk(loop, [](uv_handle_t* h, void* arg) {
+        if (uv_is_closing(h) || h->type == UV_TIMER) return;  // timers: closed by their Conn
+        auto* w = static_cast<Worker*>(arg);
+        if (h->type == UV_TCP && h != reinterpret_cast<uv_handle_t*>(&w->listener)) close_conn(Conn::of(h));
         else uv_close(h, nullptr);
-    }, nullptr);
+    }, w);
 }
 
-void on_signal(uv_poll_t* p, int, int) {
+static void on_signal(uv_poll_t* p, int, int) {
     uv_os_fd_t fd;
     signalfd_siginfo si;
     if (uv_fileno(reinterpret_cast<uv_handle_t*>(p), &fd) == 0)
@@ -178,18 +295,18 @@ void on_signal(uv_poll_t* p, int, int) {
     close_all(p->loop);
 }
 
-void on_stop(uv_async_t* a) { close_all(a->loop); }
+static void on_stop(uv_async_t* a) { close_all(a->loop); }
 
-void run(Worker& w) {
+static void run(Worker& w) {
     uv_run(&w.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w.loop) != 0) warn("uv_loop_close: handles left open");
 }
 
-void check(int err, const char* what) {
+static void check(int err, const char* what) {
     if (err != 0) fatal("%s: %s", what, uv_strerror(err));
 }
 
-}  // namespace
+}  // namespace concbench::uvm
 
 int main(int argc, char** argv) {
     ServerOptions opts = parse_options(argc, argv, kTraits);
@@ -202,6 +319,7 @@ int main(int argc, char** argv) {
         auto w = std::make_unique<Worker>();
         w->opts = opts;
         w->id = identity(kTraits);
+        w->has_backend = backend_address(opts, w->backend);
         check(uv_loop_init(&w->loop), "uv_loop_init");
         w->loop.data = w.get();
         int fd = listen_socket(opts, n > 1);

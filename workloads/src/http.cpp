@@ -2,7 +2,9 @@
 // Connection: close; 400 + close on malformed input, 431 + close past 8 KiB of request head.
 #include <llhttp.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <string>
@@ -21,6 +23,11 @@ bool parse_proto(std::string_view s, Proto& out) {
     else if (s == "echo") out = Proto::echo;
     else return false;
     return true;
+}
+
+const Effect& Session::effect() const {
+    static const Effect none;
+    return none;
 }
 
 std::string_view http_date() {
@@ -49,7 +56,7 @@ public:
     void feed(const char* data, std::size_t n) override {
         if (close_) return;  // answered with close: the rest is not read
         if (busy()) {        // an effect is pending: hold the bytes until it completes
-            held_.append(data, n);
+            pending_->held.append(data, n);
             return;
         }
         llhttp_errno_t err = llhttp_execute(&parser_, data, n);
@@ -59,7 +66,7 @@ public:
             case HPE_PAUSED:  // paused by us: after a final (closing) response, or at an effect
                 if (busy()) {
                     const char* stop = llhttp_get_error_pos(&parser_);
-                    if (stop && stop >= data && stop < data + n) held_.append(stop, data + n - stop);
+                    if (stop && stop >= data && stop < data + n) pending_->held.append(stop, data + n - stop);
                 }
                 return;
             case HPE_USER:  // a callback refused: the head grew past the limit
@@ -74,27 +81,31 @@ public:
         }
     }
 
+    const Effect& effect() const override { return pending_ ? pending_->effect : Session::effect(); }
+    bool at_rest() const override { return !in_message_ && !pending_ && out_.empty() && !close_; }
+
     void peer_closed() override {
         peer_closed_ = true;
         close_ = true;  // held or pending answers still go out first (close_after_write waits)
     }
 
     void complete_wait() override {
-        if (effect_.kind != Effect::Kind::wait) return;
-        std::string body = delay_body(effect_.ms, effect_.id);
+        if (effect().kind != Effect::Kind::wait) return;
+        std::string body = delay_body(pending_->effect.ms, pending_->effect.id);
         Response r;
         r.body = body;
         finish(r);
     }
 
     void complete_fanout(const std::vector<std::string>& bodies, bool ok) override {
-        if (effect_.kind != Effect::Kind::fanout) return;
+        if (effect().kind != Effect::Kind::fanout) return;
+        const Effect& e = pending_->effect;
         // Each call's body must be the one its id asks for: a model that lost or swapped calls
         // answers 502 rather than a body the client would take for correct.
-        ok = ok && bodies.size() == static_cast<std::size_t>(effect_.calls);
+        ok = ok && bodies.size() == static_cast<std::size_t>(e.calls);
         std::string body;
-        for (int i = 0; ok && i < effect_.calls; ++i) {
-            if (bodies[i] != delay_body(effect_.ms, i)) ok = false;
+        for (int i = 0; ok && i < e.calls; ++i) {
+            if (bodies[i] != delay_body(e.ms, i)) ok = false;
             body += bodies[i];
         }
         if (!ok) return finish(error_response(502));
@@ -104,7 +115,7 @@ public:
     }
 
     std::size_t complete_file(long long size) override {
-        if (effect_.kind != Effect::Kind::file || file_pending_) return 0;
+        if (effect().kind != Effect::Kind::file || pending_->file_pending) return 0;
         if (size < 0) {
             finish(error_response(404));
             return 0;
@@ -112,18 +123,18 @@ public:
         Response r;
         r.content_type = "application/octet-stream";
         r.pattern_len = 0;
-        write_head(r, static_cast<std::size_t>(size), pending_keep_alive_);
-        if (pending_head_only_ || size == 0) {
+        write_head(r, static_cast<std::size_t>(size), pending_->keep_alive);
+        if (pending_->head_only || size == 0) {
             finish_head_only();
             return 0;
         }
-        file_pending_ = true;  // stay busy until the model has sent the file's bytes
+        pending_->file_pending = true;  // stay busy until the model has sent the file's bytes
         return static_cast<std::size_t>(size);
     }
 
     void file_sent() override {
-        if (!file_pending_) return;
-        file_pending_ = false;
+        if (!pending_ || !pending_->file_pending) return;
+        pending_->file_pending = false;
         finish_head_only();
     }
 
@@ -149,13 +160,14 @@ private:
         HttpSession& s = self(p);
         s.target_.clear();
         s.head_bytes_ = 0;
+        s.in_message_ = true;
         return 0;
     }
     // Counts the request head's content (request line and header names and values): past
     // kMaxHeaderBytes the request is refused with 431 before anything more is buffered.
     static int count_head(llhttp_t* p, const char*, std::size_t n) {
         HttpSession& s = self(p);
-        s.head_bytes_ += n;
+        s.head_bytes_ += static_cast<uint32_t>(std::min<std::size_t>(n, kMaxHeaderBytes + 1));
         return s.head_bytes_ > kMaxHeaderBytes ? -1 : 0;
     }
     static int on_url(llhttp_t* p, const char* at, std::size_t n) {
@@ -167,13 +179,15 @@ private:
         HttpSession& s = self(p);
         std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
         bool keep_alive = llhttp_should_keep_alive(p);
+        s.in_message_ = false;
         Response r = route(method, s.target_);
         std::string().swap(s.target_);  // an idle connection keeps no request memory
         if (r.effect.kind != Effect::Kind::none) {
             // Stop parsing here: the answer waits for the model, later requests wait for it.
-            s.effect_ = std::move(r.effect);
-            s.pending_keep_alive_ = keep_alive;
-            s.pending_head_only_ = method == "HEAD";
+            s.pending_ = std::make_unique<Pending>();
+            s.pending_->effect = std::move(r.effect);
+            s.pending_->keep_alive = keep_alive;
+            s.pending_->head_only = method == "HEAD";
             return HPE_PAUSED;
         }
         s.respond(r, keep_alive, method == "HEAD");
@@ -182,21 +196,18 @@ private:
 
     // The answer of the pending effect is ready: write it, then go on with the held input.
     void finish(const Response& r) {
-        bool keep_alive = pending_keep_alive_;
-        effect_ = Effect{};
-        respond(r, keep_alive, pending_head_only_);
-        resume();
+        std::unique_ptr<Pending> done = std::move(pending_);
+        respond(r, done->keep_alive, done->head_only);
+        resume(done->held);
     }
     // The head (and, for a file, its body) went out already.
     void finish_head_only() {
-        effect_ = Effect{};
-        resume();
+        std::unique_ptr<Pending> done = std::move(pending_);
+        resume(done->held);
     }
-    void resume() {
+    void resume(const std::string& held) {
         if (answered_close_) return;  // answered with close: nothing more is read
         if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
-        std::string held;
-        held.swap(held_);
         bool was_closing = close_;
         close_ = false;  // held pipelined requests of a half-closed peer are still answered
         if (!held.empty()) feed(held.data(), held.size());
@@ -241,10 +252,17 @@ private:
     llhttp_t parser_;
     const ServerIdentity& id_;
     std::string target_;
-    std::size_t head_bytes_ = 0;
-    std::string held_;                  // input that arrived while an effect was pending
-    bool pending_keep_alive_ = true, pending_head_only_ = false;
-    bool file_pending_ = false, peer_closed_ = false, answered_close_ = false;
+    uint32_t head_bytes_ = 0;
+    bool in_message_ = false;  // a request has begun and is not complete
+    // The request whose answer waits for an effect; made when one starts, so that an idle
+    // connection's session stays small.
+    struct Pending {
+        Effect effect;
+        std::string held;  // input that arrived meanwhile, parsed once the effect completes
+        bool keep_alive = true, head_only = false, file_pending = false;
+    };
+    std::unique_ptr<Pending> pending_;
+    bool peer_closed_ = false, answered_close_ = false;
 };
 
 }  // namespace

@@ -46,12 +46,18 @@ public:
     Outbox& out() { return out_; }
     // True once the connection must be closed after out() is written (Connection: close,
     // HTTP/1.0, a 400/431 answer). Bytes fed after that are ignored. Never true while busy().
-    bool close_after_write() const { return close_ && effect_.kind == Effect::Kind::none; }
+    bool close_after_write() const { return close_ && !busy(); }
 
     // The effect the model must carry out now (kind none: nothing). Responses to requests before
     // it are already in out(); the ones after it come once it completes, in order.
-    const Effect& effect() const { return effect_; }
-    bool busy() const { return effect_.kind != Effect::Kind::none; }
+    virtual const Effect& effect() const;
+    bool busy() const { return effect().kind != Effect::Kind::none; }
+
+    // True between requests: no partial request read, no effect pending, no output, not closing.
+    // A session at rest holds nothing a fresh one would not, so a model may free it and make a
+    // new one when the connection next has bytes (as Beast makes a parser per request): idle
+    // keep-alive connections then cost no session memory at all.
+    virtual bool at_rest() const { return out_.empty() && !close_; }
 
     // Completions. Each writes the effect's answer to out() and goes on with held input, which
     // may yield the next effect: check effect() again afterwards.
@@ -68,7 +74,6 @@ public:
 protected:
     Outbox out_;
     bool close_ = false;
-    Effect effect_;
 };
 
 std::unique_ptr<Session> make_session(Proto proto, const ServerIdentity& id);
