@@ -180,7 +180,7 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
             if (!find_verify_case(name)) {
                 std::vector<std::string> names{"skip"};
                 for (const auto& c : verify_cases()) names.push_back(c.name);
-                bad(file, e.source(), fmt::format("[verify]: unknown key '{}' (valid: {})", name, fmt::join(names, ", ")));
+                bad(file, e.source(), fmt::format("unknown key 'verify.{}' (valid: {})", name, fmt::join(names, ", ")));
             }
             std::optional<std::string> why = e.value<std::string>();
             if (!e.is_string() || !why || why->empty())
