@@ -5,6 +5,7 @@ PROFILE ?= quick
 BUILD   ?= build
 JOBS    ?= $(shell nproc)
 SANITIZE ?=
+FUZZ_SECONDS ?= 60
 PYTHON  := /usr/bin/python3
 comma := ,
 MAKEFLAGS += --no-print-directory
@@ -13,7 +14,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench bench-classic test list plot summary clean
+.PHONY: all deps build bench bench-classic test list plot summary clean fuzz
 
 all: build
 
@@ -49,8 +50,21 @@ plot:
 summary:
 	@$(PYTHON) scripts/summary.py results/latest
 
+# Instrumented builds stop at the first sanitizer report (UBSan would otherwise only print), in
+# the tests and in every server they start.
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
+	@cd $(BUILD) && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --output-on-failure -j 2 --timeout 900
+
+# libFuzzer (clang) over the HTTP and echo sessions for FUZZ_SECONDS; new inputs it finds go
+# to build-fuzz/corpus, a crash to build-fuzz/crash-* (keep it in tests/fuzz/crashes/ once fixed).
+fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_CXX_COMPILER=clang++ -DCONCBENCH_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) --target fuzz_session
+	@mkdir -p build-fuzz/corpus
+	build-fuzz/bin/fuzz_session -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
+	  -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
 
 list: build
 	@$(CONCBENCH) list

@@ -13,6 +13,7 @@ packages=(
   procps                                     # ps/pgrep used in diagnostics
   wrk apache2-utils                          # real clients (load --client wrk|ab)
   nginx apache2                              # the reference servers (models/nginx, models/apache-*); nginx also for vs_wrk.py
+  clang libclang-rt-14-dev                   # make fuzz: clang 14 and its libFuzzer runtime
 )
 # Packages whose postinst would start a system service: the benchmark starts them itself with
 # its own configuration, so the package's service must neither start nor keep running.

@@ -56,7 +56,7 @@ repetitions = 1
 warmup_s = 0.2
 duration_s = 0.5
 EOF
-timeout -k 5 40 "$CB" run --profile "$tmp/tiny.toml" --results "$res" >"$tmp/out1" 2>"$tmp/err1"
+timeout -k 5 120 "$CB" run --profile "$tmp/tiny.toml" --results "$res" >"$tmp/out1" 2>"$tmp/err1"
 rc=$?
 check "tiny run exits 0 (got $rc: $(tail -c 400 "$tmp/err1"; grep FAILED "$tmp/out1" | head -3))" test "$rc" -eq 0
 run1="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out1" | head -1)"
@@ -127,7 +127,7 @@ EOF
 # ---------------------------------------------------------------- Ctrl-C in the middle, then --resume
 sed -e 's/^name = .*/name = "longer"/' -e 's/^duration_s = .*/duration_s = 2/' \
     -e 's/^connections = .*/connections = [1, 10, 100]/' "$tmp/tiny.toml" >"$tmp/longer.toml"
-"$CB" run --profile "$tmp/longer.toml" --results "$res" >"$tmp/out2" 2>"$tmp/err2" &
+"$CB" run --no-verify --profile "$tmp/longer.toml" --results "$res" >"$tmp/out2" 2>"$tmp/err2" &
 bg_pid=$!
 servers=()   # "pid starttime" of the server processes this concbench started
 starttime() {   # field 22 of /proc/PID/stat (after the comm, which may hold spaces)
@@ -219,7 +219,7 @@ for pid in os.listdir("/proc"):
 print("PASS scan done")
 EOF
 
-timeout -k 5 60 "$CB" run --resume "$run2" --results "$res" >"$tmp/out3" 2>"$tmp/err3"
+timeout -k 5 60 "$CB" run --no-verify --resume "$run2" --results "$res" >"$tmp/out3" 2>"$tmp/err3"
 rc=$?
 check "resume exits 0 (got $rc: $(tail -c 300 "$tmp/err3"; grep FAILED "$tmp/out3" | head -3))" test "$rc" -eq 0
 check "resume reports 6 cells" grep -qE "6 cells \($((6 - n_after)) to run\)" "$tmp/out3"
@@ -287,6 +287,68 @@ for idle, pre in ((0, "epoll/hello/c4"), (50, "epoll/hello/c4/i50")):
         h = json.loads((d / "hist" / (stem + ".json")).read_text())
         t("uncorrected" in h, "hist has the uncorrected spectrum")
 EOF
+
+# ---------------------------------------------------------------- verify first: a failing model is refused
+# A registry of two models: epoll, and "fake", a Python server that answers every request with
+# Hello (so /bytes/7 gets 13 bytes): the runner must measure epoll and refuse fake, naming the case.
+src="$tmp/src"
+mkdir -p "$src/models/epoll" "$src/models/fake"
+cp "$(dirname "$0")/../models/epoll/model.toml" "$src/models/epoll/"
+cat >"$src/models/fake/server.py" <<'PYEOF'
+import os, signal, socket, sys, threading
+a = sys.argv[1:]
+host, port = a[a.index("--host") + 1], int(a[a.index("--port") + 1])
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(128)
+print(f"listening {host}:{s.getsockname()[1]}", flush=True)
+def serve(c):
+    buf = b""
+    while d := c.recv(65536):
+        buf += d
+        while b"\r\n\r\n" in buf:
+            _, buf = buf.split(b"\r\n\r\n", 1)
+            c.sendall(b"HTTP/1.1 200 OK\r\nServer: concbench-fake\r\nContent-Type: text/plain\r\n"
+                      b"Content-Length: 13\r\n\r\nHello, World!")
+    c.close()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+PYEOF
+printf '#!/bin/sh\nexec /usr/bin/python3 "%s" "$@"\n' "$src/models/fake/server.py" >"$src/models/fake/server"
+chmod +x "$src/models/fake/server"
+cat >"$src/models/fake/model.toml" <<TOMLEOF
+name = "fake"
+description = "answers Hello to everything (runner_test.sh)"
+mechanism = "blocking"
+structure = "python threads"
+workloads = ["hello"]
+binary = "$src/models/fake/server"
+TOMLEOF
+printf 'name = "verified"\nmodels = ["fake", "epoll"]\nworkloads = ["hello"]\nconnections = [1]\nwarmup_s = 0.2\nduration_s = 0.3\n' >"$tmp/verified.toml"
+CONCBENCH_SOURCE_DIR="$src" timeout -k 5 120 "$CB" run --profile "$tmp/verified.toml" --results "$res" >"$tmp/out9" 2>"$tmp/err9"
+rc=$?
+check "a run with a failing model exits 1 (got $rc: $(tail -c 300 "$tmp/err9"))" test "$rc" -eq 1
+check "verify of fake is reported FAILED with the case ($(grep -A1 'verify fake' "$tmp/out9" | head -2))" \
+    grep -qE '^  FAIL +framing +split-at-every-byte' "$tmp/out9"
+check "fake is not measured" grep -qF -- '-> fake is not measured' "$tmp/out9"
+check "epoll verified OK" grep -qE '^verify epoll .* OK' "$tmp/out9"
+run9="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out9" | head -1)"
+pycheck "refused cells" "$res/$run9/results.jsonl" "$res/$run9/verify.json" <<'PYEOF'
+import json, sys
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+lines = [json.loads(l) for l in open(sys.argv[1])]
+by = {j["model"]: j for j in lines}
+t(set(by) == {"fake", "epoll"}, f"one line per model ({sorted(by)})")
+f = by.get("fake", {})
+t(f.get("status") == "failed" and "split-at-every-byte" in f.get("error", ""), f"fake refused naming the case ({f.get('error')!r})")
+t(f.get("verify") == "failed", "fake: verify = failed")
+e = by.get("epoll", {})
+t(e.get("status") == "ok" and e.get("verify") == "quick", f"epoll measured after verify quick ({e.get('status')}, {e.get('verify')})")
+v = json.load(open(sys.argv[2]))
+t(v.get("fake", {}).get("ok") is False and v.get("epoll", {}).get("ok") is True, "verify.json: fake failed, epoll ok")
+PYEOF
 
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
 bad="$tmp/bad-results"

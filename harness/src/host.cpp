@@ -11,9 +11,11 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -134,6 +136,12 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
             CPU_ZERO(&set);
             for (int c : cmd.cpus) CPU_SET(c, &set);
             sched_setaffinity(0, sizeof set, &set);
+        }
+        if (cmd.nofile > 0) {
+            rlimit lim{};
+            getrlimit(RLIMIT_NOFILE, &lim);
+            lim.rlim_cur = std::min<rlim_t>(cmd.nofile, lim.rlim_max);
+            setrlimit(RLIMIT_NOFILE, &lim);
         }
         int in = open("/dev/null", O_RDONLY);
         int err = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -1,5 +1,7 @@
-// concbench: the command line — list the models, run a profile, drive one load by hand.
+// concbench: the command line — list the models, verify them, run a profile, drive one load by hand.
 #include <CLI/CLI.hpp>
+#include <signal.h>
+
 #include <cstdio>
 #include <fstream>
 
@@ -12,6 +14,7 @@
 #include "concbench/registry.hpp"
 #include "concbench/results.hpp"
 #include "concbench/runner.hpp"
+#include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
 
 using namespace concbench;
@@ -35,6 +38,93 @@ int cmd_list() {
     fmt::print("\nworkloads: ");
     for (const auto& w : all_workloads()) fmt::print("{} ", w.name);
     fmt::print("\n");
+    return 0;
+}
+
+struct VerifyArgs {
+    std::vector<std::string> models;
+    std::vector<std::string> cases;
+    bool full = false, list_cases = false, keep_logs = false, skip_unbuilt = false;
+    int workers = 0;
+    std::string log_dir;
+};
+
+volatile bool g_verify_interrupted = false;
+
+int cmd_verify(const VerifyArgs& a) {
+    if (a.list_cases) {
+        for (const auto& c : verify_cases())
+            fmt::print("{:<20} {:<10} {:<4} {}{}\n", c.name, c.group, c.proto, c.description,
+                       c.full_only ? "  [--full]" : "");
+        return 0;
+    }
+    std::vector<ModelInfo> reg;
+    try {
+        reg = load_registry(models_dir(), bin_dir());
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "concbench: {}\n", e.what());
+        return 2;
+    }
+    for (const auto& c : a.cases)
+        if (!find_verify_case(c)) {
+            fmt::print(stderr, "concbench verify: unknown case '{}' (see concbench verify --list-cases)\n", c);
+            return 2;
+        }
+    std::vector<const ModelInfo*> models;
+    for (const auto& name : a.models) {
+        const ModelInfo* m = find_model(reg, name);
+        std::vector<std::string> names;
+        for (const auto& r : reg) names.push_back(r.name);
+        if (!m) {
+            fmt::print(stderr, "concbench verify: unknown model '{}' (valid: {})\n", name, fmt::join(names, ", "));
+            return 2;
+        }
+        if (!m->built) {
+            fmt::print(stderr, "concbench verify: model '{}' is not built ({} is missing; make build)\n", name, m->binary_path);
+            return a.skip_unbuilt ? 77 : 2;
+        }
+        models.push_back(m);
+    }
+    if (a.models.empty())
+        for (const auto& m : reg)
+            if (m.built) models.push_back(&m);
+    struct sigaction sa{};
+    sa.sa_handler = [](int) { g_verify_interrupted = true; };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    raise_fd_limit();
+
+    VerifyOptions o;
+    o.set = a.full ? VerifySet::full : VerifySet::quick;
+    o.only = a.cases;
+    o.workers = a.workers;
+    o.log_dir = a.log_dir;
+    o.keep_passing_logs = a.keep_logs;
+    o.interrupted = &g_verify_interrupted;
+    std::vector<std::string> failed;
+    for (const ModelInfo* m : models) {
+        fmt::print("verify {} ({} set)\n", m->name, a.full ? "full" : "quick");
+        std::fflush(stdout);
+        ModelVerdict v = verify_model(*m, o, [](const CaseResult& r) {
+            fmt::print("{}\n", format_case_line(r));
+            std::fflush(stdout);
+        });
+        int n[6] = {};
+        for (const auto& c : v.cases) ++n[static_cast<int>(c.status)];
+        fmt::print("{}: {} — {} passed, {} failed, {} deviate as declared, {} not applicable\n\n", m->name,
+                   v.ok() ? "OK" : "FAILED", n[0] + n[3], n[1], n[2], n[4]);
+        if (!v.ok()) failed.push_back(m->name + " (" + v.first_failure()->name + ")");
+        if (g_verify_interrupted) {
+            fmt::print(stderr, "concbench verify: interrupted\n");
+            return 130;
+        }
+    }
+    if (!failed.empty()) {
+        fmt::print("verify: FAILED: {}\n", fmt::join(failed, ", "));
+        return 1;
+    }
+    fmt::print("verify: {} model(s) OK\n", models.size());
     return 0;
 }
 
@@ -185,6 +275,19 @@ int main(int argc, char** argv) {
 
     app.add_subcommand("list", "list the models in the registry and whether each is built");
 
+    VerifyArgs ver;
+    auto* verify_cmd = app.add_subcommand("verify", "run the conformance and hostile-input table against models");
+    verify_cmd->add_option("models", ver.models, "models to verify (default: every built model)");
+    verify_cmd->add_flag("--full", ver.full, "the full set: slowloris, 1,100 connections, 20,000 leak cycles (make test)");
+    verify_cmd->add_option("--case", ver.cases, "run only this case (repeatable; see --list-cases)")
+        ->allow_extra_args(false);
+    verify_cmd->add_option("--workers", ver.workers, "--workers N for models that take it (default: the model's)")
+        ->check(CLI::Range(1, 4096));
+    verify_cmd->add_option("--logs", ver.log_dir, "keep the servers' stderr here (default: a temp dir, failing cases only)");
+    verify_cmd->add_flag("--keep-logs", ver.keep_logs, "keep the logs of passing cases too");
+    verify_cmd->add_flag("--list-cases", ver.list_cases, "list the cases and exit");
+    verify_cmd->add_flag("--skip-unbuilt", ver.skip_unbuilt, "exit 77 (ctest: skipped) if a named model is not built");
+
     RunOptions run;
     std::string models;
     auto* run_cmd = app.add_subcommand("run", "run a profile: every cell against a fresh server");
@@ -193,6 +296,8 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--resume", run.resume, "continue the run with this id, skipping finished cells");
     run_cmd->add_option("--results", run.results_root, "results root directory")->capture_default_str();
     run_cmd->add_option("--models", models, "comma-separated subset of the profile's models");
+    run_cmd->add_flag("--no-verify", run.no_verify,
+                      "measure without verifying each model first (results then say verify: skipped)");
 
     LoadArgs load;
     auto* load_cmd = app.add_subcommand("load", "drive one load against a running server");
@@ -231,6 +336,7 @@ int main(int argc, char** argv) {
     }
     if (app.got_subcommand("list")) return cmd_list();
     if (app.got_subcommand("load")) return cmd_load(load);
+    if (app.got_subcommand("verify")) return cmd_verify(ver);
     if (!models.empty()) {
         std::stringstream ss(models);
         for (std::string m; std::getline(ss, m, ',');)

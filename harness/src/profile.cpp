@@ -126,7 +126,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
         "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
         "workers", "connections_for", "backend", "pipeline", "idle_connections", "rate_sweep",
-        "request_timeout_s"};
+        "request_timeout_s", "verify"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
     for (auto&& [k, v] : t) {
         std::string key(k.str());
@@ -170,6 +170,12 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         else if (key == "server_cpus") p.server_cpus = cpu_list(c, v, "server_cpus");
         else if (key == "client_cpus") p.client_cpus = cpu_list(c, v, "client_cpus");
         else if (key == "client_threads") p.client_threads = whole_number(c, v, "client_threads", 1, 256);
+        else if (key == "verify") {
+            std::optional<std::string> sv = v.value<std::string>();
+            if (!v.is_string() || (*sv != "quick" && *sv != "full" && *sv != "off"))
+                c.fail(v, "'verify' must be \"quick\" (the default), \"full\" or \"off\"");
+            p.verify = *sv;
+        }
         else if (key == "connections_for") {
             const toml::table* ct = v.as_table();
             if (!ct) c.fail(v, "'connections_for' must be a table of workload = [counts], e.g. [connections_for] idle = [10000]");
@@ -188,7 +194,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
                 c.fail(v, fmt::format("'backend' must name the model that serves fan-out calls (valid: {})",
                                       fmt::join(model_names, ", ")));
             p.backend = *b;
-        } else if (key == "workers") {
+        }
+        else if (key == "workers") {
             const toml::table* wt = v.as_table();
             if (!wt) c.fail(v, "'workers' must be a table of model = count, e.g. [workers] threadpool = 64");
             for (auto&& [mk, mv] : *wt) {

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
 
 namespace fs = std::filesystem;
@@ -172,9 +173,20 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     }
     if (const toml::node* v = t.get("verify")) {
         const toml::table* vt = v->as_table();
-        if (!vt) bad(file, v->source(), "'verify' must be a table, e.g. [verify] skip = { echo = \"why\" }");
-        for (auto&& [k, e] : *vt)
-            if (k.str() != "skip") bad(file, e.source(), fmt::format("unknown key 'verify.{}' (valid: skip)", k.str()));
+        if (!vt) bad(file, v->source(), "'verify' must be a table: case = \"why it deviates\", skip = { check = \"why\" }");
+        for (auto&& [k, e] : *vt) {
+            std::string name(k.str());
+            if (name == "skip") continue;
+            if (!find_verify_case(name)) {
+                std::vector<std::string> names{"skip"};
+                for (const auto& c : verify_cases()) names.push_back(c.name);
+                bad(file, e.source(), fmt::format("unknown key 'verify.{}' (valid: {})", name, fmt::join(names, ", ")));
+            }
+            std::optional<std::string> why = e.value<std::string>();
+            if (!e.is_string() || !why || why->empty())
+                bad(file, e.source(), fmt::format("[verify] {}: the value must be a one-line reason (a non-empty string)", name));
+            m.verify_expect[name] = *why;  // an expected deviation of a verify case
+        }
         m.verify_skip = string_table(*vt, file, "skip", false);
     }
     const toml::node* ref = t.get("reference");

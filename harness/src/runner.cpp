@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -24,6 +25,7 @@
 #include "concbench/registry.hpp"
 #include "concbench/results.hpp"
 #include "concbench/sampler.hpp"
+#include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
 
 namespace fs = std::filesystem;
@@ -477,6 +479,59 @@ int run_profile(const RunOptions& o) {
                    fmt::join(skipped, ", "));
     std::fflush(stdout);
 
+    // Verify before measuring: a model that fails a case is not measured; its cells are recorded
+    // as refused, naming the case.
+    std::map<std::string, std::string> refused;  // model -> why
+    std::string verify_set = o.no_verify ? "off" : p.verify;
+    json verify_log = json::object();
+    if (verify_set != "off" && todo > 0) {
+        std::set<std::string> to_verify;
+        for (const auto& c : cells)
+            if (!done.count(c.id())) to_verify.insert(c.model);
+        raise_fd_limit();
+        VerifyOptions vo;
+        vo.set = verify_set == "full" ? VerifySet::full : VerifySet::quick;
+        vo.server_cpus = p.server_cpus;
+        vo.log_dir = (dir / "logs").string();
+        vo.interrupted = &g_interrupted;
+        vo.stop_at_first_failure = true;
+        for (const auto& name : to_verify) {
+            const ModelInfo* m = find_model(registry, name);
+            int workers = p.workers_for(*m);
+            vo.workers = workers;
+            fmt::print("verify {:<10} ({} set) ", name, verify_set);
+            std::fflush(stdout);
+            auto v0 = steady_clock::now();
+            ModelVerdict v = verify_model(*m, vo, [](const CaseResult&) {
+                fmt::print(".");
+                std::fflush(stdout);
+            });
+            json cases = json::array();
+            for (const auto& c : v.cases)
+                cases.push_back({{"case", c.name}, {"status", status_name(c.status)}, {"detail", c.detail},
+                                 {"declared", c.declared}, {"seconds", c.seconds}});
+            verify_log[name] = {{"set", verify_set}, {"ok", v.ok()}, {"cases", cases}};
+            if (g_interrupted) break;
+            double secs = duration<double>(steady_clock::now() - v0).count();
+            if (v.ok()) {
+                int deviates = 0;
+                for (const auto& c : v.cases) deviates += c.status == CaseStatus::deviates;
+                fmt::print(" OK ({} cases, {:.1f} s{})\n", v.cases.size(), secs,
+                           deviates ? fmt::format(", {} deviate as declared in model.toml", deviates) : "");
+            } else {
+                const CaseResult* f = v.first_failure();
+                refused[name] = fmt::format("refused: model failed verify case '{}': {}", f->name, f->detail);
+                fmt::print(" FAILED\n{}\n  -> {} is not measured\n", format_case_line(*f), name);
+            }
+            std::fflush(stdout);
+        }
+        write_json_file((dir / "verify.json").string(), verify_log);
+        if (g_interrupted) {
+            fmt::print(stderr, "concbench: interrupted during verify. Continue with: concbench run --resume {}\n", run_id);
+            return 130;
+        }
+    }
+
     auto t0 = steady_clock::now();
     size_t ran = 0, failed = 0, index = 0;
     double est_cell = p.warmup_s + p.duration_s + 0.5;
@@ -492,7 +547,16 @@ int run_profile(const RunOptions& o) {
         std::fflush(stdout);
         const ModelInfo* m = find_model(registry, cell.model);
         const double closed_max = cell.step >= 0 && done.count(cell.closed_id()) ? done[cell.closed_id()] : 0;
-        CellRun cr = run_cell(cell, p, *m, registry, run_id, dir, closed_max);
+        CellRun cr;
+        if (auto it = refused.find(cell.model); it != refused.end()) {
+            cr.line = {{"schema", kResultsSchema}, {"run_id", run_id}, {"cell", cell.id()},
+                       {"model", cell.model}, {"mechanism", m->mechanism}, {"workload", cell.workload},
+                       {"connections", cell.connections}, {"repetition", cell.repetition},
+                       {"status", "failed"}, {"error", it->second}, {"verify", "failed"}};
+        } else {
+            cr = run_cell(cell, p, *m, registry, run_id, dir, closed_max);
+            cr.line["verify"] = verify_set == "off" ? "skipped" : verify_set;
+        }
         if (cr.interrupted) {
             fmt::print("interrupted\n");
             break;

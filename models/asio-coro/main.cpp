@@ -15,7 +15,8 @@
 //     a shutdown to every io_context: close the acceptor and every socket in its registry, each
 //     coroutine resumes with operation_aborted and returns, run() returns;
 //   - EMFILE: async_accept fails with no_descriptors; accept_connection() drops the pending
-//     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop.
+//     connection with the reserved fd (libuv's trick, as the epoll model does) and we loop
+//     after a 10 ms pause (accept4 keeps failing at once while out of fds: no spinning).
 // Effects (the session's busy(): the coroutine does not read meanwhile), in carry_out():
 //   - wait: co_await timer.async_wait(), a Timer in carry_out's frame;
 //   - fanout: the gather: K co_spawned backend_call coroutines in a ranged parallel group
@@ -125,6 +126,8 @@ struct Worker {
     ServerOptions opts;
     ServerIdentity id = identity(kTraits);
     Registered* conns = nullptr;
+    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>
+        emfile_pause{ctx};
     char buf[kReadBuffer];
     // Fan-out: the backend's address, the pool of idle keep-alive connections to it (grows on
     // demand, LIFO so the warmest is reused), and every backend connection for shutdown.
@@ -140,6 +143,7 @@ struct Worker {
         acceptor.close(ec);
         // Each coroutine resumes with operation_aborted; a pending effect is cancelled by the
         // connection's watch_client(), whose wait the close completes.
+        emfile_pause.cancel();
         for (Registered* r = conns; r; r = r->next) r->sock.close(ec);
         pool.clear();
         for (Backend* b = backends; b; b = b->next) b->sock.close(ec);
@@ -372,7 +376,13 @@ awaitable<void> accept_loop(Worker& w) {
             co_spawn(w.ctx, serve(w, std::move(sock)), asio::detached);
         } else if (ec.value() == EMFILE || ec.value() == ENFILE) {
             int fd = accept_connection(w.acceptor.native_handle(), true);  // drops one pending
-            if (fd < 0) continue;
+            if (fd < 0) {
+                // Out of fds accept4 fails at once even with nothing pending: looping now would
+                // spin. Pause 10 ms (as the uring model does), then try again.
+                w.emfile_pause.expires_after(std::chrono::milliseconds(10));
+                co_await w.emfile_pause.async_wait(use_nothrow);
+                continue;
+            }
             Socket adopted(w.ctx);  // fds freed up meanwhile
             adopted.assign(w.acceptor.local_endpoint().protocol(), fd, ec);
             if (ec) ::close(fd);

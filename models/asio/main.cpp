@@ -14,7 +14,8 @@
 //     waits on it and posts a shutdown to every io_context: close the acceptor and every socket
 //     in the worker's registry, so run() returns;
 //   - EMFILE: async_accept fails with no_descriptors; accept_connection() then drops the pending
-//     connection with the reserved fd (libuv's trick, as the epoll model does) and we re-arm.
+//     connection with the reserved fd (libuv's trick, as the epoll model does) and we re-arm
+//     after a 10 ms pause (accept4 keeps failing at once while out of fds: no spinning).
 // Effects (the session's busy(): the client is not read meanwhile), allocated on a connection's
 // first effect so an idle connection carries one null pointer for them:
 //   - wait: a steady_timer (made once per connection, reused) and its async_wait;
@@ -193,6 +194,7 @@ struct Worker {
     ServerOptions opts;
     ServerIdentity id = identity(kTraits);
     Conn* conns = nullptr;
+    asio::steady_timer emfile_pause{ctx};
     char buf[kReadBuffer];
     // Fan-out: the backend's address, the pool of idle keep-alive connections to it (grows on
     // demand, LIFO so the warmest is reused), and every backend connection for shutdown.
@@ -210,7 +212,17 @@ struct Worker {
                 std::make_shared<Conn>(*this, std::move(sock))->start();
             } else if (ec.value() == EMFILE || ec.value() == ENFILE) {
                 int fd = accept_connection(acceptor.native_handle(), true);  // drops one pending
-                if (fd >= 0) adopt(fd);  // fds freed up meanwhile
+                if (fd >= 0) {
+                    adopt(fd);  // fds freed up meanwhile
+                } else {
+                    // Out of fds accept4 fails at once even with nothing pending: re-arming now
+                    // would spin. Pause 10 ms (as the uring model does), then try again.
+                    emfile_pause.expires_after(std::chrono::milliseconds(10));
+                    emfile_pause.async_wait([this](error_code) {
+                        if (acceptor.is_open()) accept();
+                    });
+                    return;
+                }
             }
             accept();
         });
@@ -236,6 +248,7 @@ struct Worker {
         stopping = true;
         error_code ec;
         acceptor.close(ec);
+        emfile_pause.cancel();
         for (Conn* c = conns; c; c = c->next) c->close();
         pool.clear();
         for (Backend* b = backends; b; b = b->next) b->sock.close(ec);

@@ -30,6 +30,7 @@ struct ServerCommand {
     // Raise the server's soft RLIMIT_NOFILE to the hard limit (a run holds 10,000 connections).
     // Off, it inherits ours: tests lower it to see a server run out of fds.
     bool raise_nofile = false;
+    unsigned long nofile = 0;        // > 0: the server's soft RLIMIT_NOFILE (verify's fd-limit case)
 };
 
 struct StopReport {

@@ -30,6 +30,7 @@ struct Profile {
     std::vector<int> client_cpus;
     int client_threads = 0;                // 0: one per client CPU
     std::map<std::string, int> workers;    // [workers] model = N: --workers for that model
+    std::string verify = "quick";          // verify each model before measuring: quick | full | off
     // [connections_for] workload = [..]: that workload's connection counts instead of `connections`
     // (for `idle`: the idle connections held).
     std::map<std::string, std::vector<int>> connections_for;

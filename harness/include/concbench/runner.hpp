@@ -11,6 +11,7 @@ struct RunOptions {
     std::string resume;                 // run id to continue (skips its finished cells)
     std::string results_root = "results";
     std::vector<std::string> models;    // restrict the profile's models (empty: all of them)
+    bool no_verify = false;             // skip the conformance check (the profile's verify = "off")
 };
 
 // Returns the process exit code: 0 done, 1 some cells failed, 2 bad input, 130 interrupted.
