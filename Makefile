@@ -13,7 +13,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench test list plot summary clean
+.PHONY: all deps build bench bench-classic test list plot summary clean
 
 all: build
 
@@ -30,6 +30,17 @@ bench: build
 	$(PYTHON) scripts/plot.py results/latest || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
 	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/"; \
+	exit $$rc
+
+# The classic comparison: real nginx and Apache (prefork, worker, event) beside every model of
+# ours, keep-alive GET / at 10 ... 10,000 connections; draws classic-throughput.png and
+# classic-pss.png. Ctrl-C stops the running server (and leaves no nginx or Apache behind).
+bench-classic: build
+	@rc=0; $(CONCBENCH) run --profile classic || rc=$$?; \
+	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
+	$(PYTHON) scripts/plot.py results/latest --classic hello || exit $$?; \
+	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
+	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-throughput.png, classic-pss.png"; \
 	exit $$rc
 
 plot:

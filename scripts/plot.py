@@ -1,12 +1,22 @@
 #!/usr/bin/python3
 """Charts of a concbench run: one chart per workload and metric, one line per model.
 
-usage: /usr/bin/python3 scripts/plot.py RESULTS_DIR [--out DIR]
+usage: /usr/bin/python3 scripts/plot.py RESULTS_DIR [--out DIR] [--classic WORKLOAD]
 
 Reads RESULTS_DIR/results.jsonl (+ meta.json) and writes <workload>-<metric>.png/.svg and
-<workload>-overview.png into RESULTS_DIR/plots/ (or --out). Repetitions of a cell are shown as
+<workload>-overview.png into RESULTS_DIR/plots/ (or --out); cells run with idle connections held
+get their own set, <workload>-idle<K>-<metric>; a rate sweep (open-loop steps) gives
+<workload>-sweep.png/.svg: latency against offered load, where the knee shows. Repetitions of a cell are shown as
 their median with min-max error bars; a hollow point is a client-bound cell, whose throughput and
 latency say more about the client than the server. Failed cells are listed on the chart.
+Reference servers (mechanism "reference": nginx, Apache) are drawn in black and grey with square
+markers, apart from our models' colours.
+
+--classic WORKLOAD also writes the two classic charts of that workload, classic-throughput.png
+and classic-pss.png: requests/s and server PSS against concurrent connections, one line per
+server, reference servers dashed; a line stops where its server stopped reaching the connection
+count (the cell failed, fewer than 95 % of the connections were established, or — requests/s
+only — more than half of them got no answer in the window), with the reason beside the chart.
 """
 import argparse
 import json
@@ -123,18 +133,37 @@ def aggregate(rows, getter):
     return out
 
 
+REFERENCE_COLOURS = ["black", "dimgrey", "darkgrey", "#5a5a5a", "#8c8c8c", "#2f2f2f"]
+REFERENCE_MARKERS = ["s", "^", "D", "v", "P", "X"]
+OUR_COLOURS = list(plt.get_cmap("tab20").colors[0::2]) + list(plt.get_cmap("tab20").colors[1::2])
+
+
+def styles(rows):
+    """{model: (colour, marker, is_reference)}: our models in colour with round markers, reference
+    servers (nginx, Apache) in black and grey with their own markers."""
+    mech = {}
+    for r in rows:
+        mech.setdefault(r["model"], r.get("mechanism"))
+    ours = sorted(m for m in mech if mech[m] != "reference")
+    refs = sorted(m for m in mech if mech[m] == "reference")
+    out = {m: (OUR_COLOURS[i % len(OUR_COLOURS)], "o", False) for i, m in enumerate(ours)}
+    out.update({m: (REFERENCE_COLOURS[i % len(REFERENCE_COLOURS)], REFERENCE_MARKERS[i % len(REFERENCE_MARKERS)], True)
+                for i, m in enumerate(refs)})
+    return out
+
+
 def draw(ax, metric, rows, colours):
     """Draws one metric on ax; returns (any point client-bound, any point with starved connections)."""
     slug, title, ylabel, series = metric
     hollow_any, starved_any, values, conns = False, False, [], set()
     for label, style, getter in series:
         for model, pts in aggregate(rows, getter).items():
-            c = colours[model]
+            c, marker, _ = colours[model]
             xs, med = [p[0] for p in pts], [p[1] for p in pts]
             err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
             ax.errorbar(xs, med, yerr=err, color=c, linestyle=style, linewidth=1.6, capsize=3, elinewidth=1)
             for x, y, _, _, cb, st in pts:
-                ax.plot([x], [y], marker="o", markersize=6, color=c, markeredgewidth=1.5,
+                ax.plot([x], [y], marker=marker, markersize=6, color=c, markeredgewidth=1.5,
                         markerfacecolor="white" if cb else c, linestyle="none")
                 if st:
                     ax.plot([x], [y], marker="x", markersize=10, color="red", markeredgewidth=2,
@@ -163,7 +192,7 @@ def draw(ax, metric, rows, colours):
 
 def legend(ax, metric, models, colours, flags, **kw):
     hollow, starved = flags
-    handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in models]
+    handles = [Line2D([], [], color=colours[m][0], marker=colours[m][1], label=m) for m in models]
     if metric[0] == "latency":
         handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
                     Line2D([], [], color="black", linestyle="--", label="p99")]
@@ -186,29 +215,226 @@ def failure_note(fig, failed):
              ha="left", va="bottom", wrap=True)
 
 
+# The two classic charts: slug, title, y label, value getter, whether a count where most
+# connections got no answer ends the line. Requests/s there describe the few served, not the
+# count; memory is what the server costs while it holds them all, answered or not.
+CLASSIC = [
+    ("throughput", "requests per second vs concurrent connections", "requests / s",
+     lambda r: _get(r, "throughput_rps"), True),
+    ("pss", "server memory (PSS, whole process tree) vs concurrent connections", "PSS (MiB)", _pss_mib, False),
+]
+REACHED = 0.95       # a count is reached when at least this share of its connections was established
+STARVED_STOP = 0.5   # ... and at most this share of those got no answer at all in the window
+
+
+def stop_reason(row, stop_on_starved=True):
+    """Why a cell does not count as reaching its connection count, in a few words ('' if it does)."""
+    if row.get("status", "ok") != "ok":
+        err = str(row.get("error") or "failed")
+        for key, short in (("did not start", "server did not start"), ("died", "server died"),
+                           ("shutdown contract", "unclean stop"), ("no request was answered", "no answer"),
+                           ("set-up did not finish", "connections not set up in time"),
+                           ("interrupted", "interrupted")):
+            if key in err:
+                return short
+        return err[:40]
+    est, want = _get(row, "connections_established"), row["connections"]
+    if est is not None and est < REACHED * want:
+        return f"only {int(est):,} of {want:,} connected"
+    starved = _get(row, "fairness", "starved_connections") or 0
+    if stop_on_starved and est and starved > STARVED_STOP * est:  # connected, but most never answered: not served
+        return f"only {int(est - starved):,} of {want:,} answered"
+    return ""
+
+
+def classic_chart(rows, metric, colours, sub, out):
+    """One classic chart; returns the paths written."""
+    slug, title, ylabel, getter, stop_on_starved = metric
+    fig, ax = plt.subplots(figsize=(13, 7))
+    by_model = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_model[r["model"]][r["connections"]].append(r)
+    conns_all = sorted({r["connections"] for r in rows})
+    values, starved_any, stops = [], False, []
+    order = sorted(by_model, key=lambda m: (colours[m][2], m))
+    for model in order:
+        colour, marker, is_ref = colours[model]
+        xs, ys, lo, hi, starved = [], [], [], [], []
+        reason, stop_at = "", None
+        for c in conns_all:
+            cells = by_model[model].get(c, [])
+            if not cells:
+                continue
+            reasons = [stop_reason(r, stop_on_starved) for r in cells]
+            good = [r for r, why in zip(cells, reasons) if not why]
+            vals = [v for v in (getter(r) for r in good) if v is not None]
+            if not vals:
+                reason, stop_at = next(w for w in reasons if w) if any(reasons) else "no value", c
+                break
+            xs.append(c)
+            ys.append(statistics.median(vals))
+            lo.append(ys[-1] - min(vals))
+            hi.append(max(vals) - ys[-1])
+            starved.append(any(is_starved(r) for r in good))
+        ls = (0, (5, 2)) if is_ref else "-"
+        if xs:
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, linestyle=ls, linewidth=2.2 if is_ref else 1.6,
+                        marker=marker, markersize=7 if is_ref else 5, capsize=3, elinewidth=1, label=model)
+            for x, y, st in zip(xs, ys, starved):
+                if st:
+                    ax.plot([x], [y], marker="x", markersize=11, color="red", markeredgewidth=2, linestyle="none")
+                    starved_any = True
+            values += ys
+        else:  # not one count reached: still named in the legend, its reason below the chart
+            ax.plot([], [], color=colour, linestyle=ls, marker=marker, label=f"{model} (no point)")
+        if stop_at is not None:
+            stops.append((model, xs[-1] if xs else None, ys[-1] if ys else None, stop_at, reason, colour))
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    # Where a line stops: an end mark and a number on its last point; the numbered reasons are
+    # listed beside the chart (labels written at the points would pile up where lines end together).
+    notes = []
+    for i, (model, x, y, at, reason, colour) in enumerate(stops, 1):
+        notes.append(f"{i}. {model}: no line at {at:,} — {reason}")
+        if x is not None:
+            ax.plot([x], [y], marker="|", markersize=16, color=colour, markeredgewidth=3, linestyle="none")
+            ax.annotate(str(i), (x, y), xytext=(6, 3 + 9 * (i % 2)), textcoords="offset points",
+                        fontsize=8, fontweight="bold", color=colour)
+    ax.set_xscale("log")
+    ax.set_xticks(conns_all)
+    ax.set_xticklabels([f"{c:,}" for c in conns_all])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("concurrent connections (keep-alive, closed loop)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linestyle=(0, (5, 2)), linewidth=2.2,
+                          label="dashed, grey: real nginx / Apache"))
+    if starved_any:
+        handles.append(Line2D([], [], color="red", marker="x", markeredgewidth=2, linestyle="none",
+                              label="red ×: some connections got no answer"))
+    if stops:
+        handles.append(Line2D([], [], color="black", marker="|", markersize=12, markeredgewidth=3,
+                              linestyle="none", label="|n: the line stops here (reason n below)"))
+    leg = ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), framealpha=0.9)
+    if notes:
+        ax.add_artist(leg)
+        ax.text(1.01, 0.0, "where lines stop:\n" + "\n".join(notes), transform=ax.transAxes, fontsize=7.5,
+                color="firebrick", ha="left", va="bottom", linespacing=1.4)
+    fig.suptitle(title, fontsize=13)
+    ax.set_title(sub, fontsize=8, color="dimgrey")
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "svg"):
+        path = out / f"classic-{slug}.{ext}"
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def is_open(row):
+    load = row.get("load")
+    return isinstance(load, dict) and load.get("shape") == "open"
+
+
+def idle_of(row):
+    v = row.get("idle_connections")
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def draw_sweep(rows, colours, sub, fails, title, stem, out):
+    """Latency (corrected p50, p99; uncorrected p99) and achieved throughput against offered load."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.4), gridspec_kw={"width_ratios": [3, 2]})
+    lines = defaultdict(list)
+    for r in rows:
+        offered = _get(r, "load", "offered_rps")
+        if offered:
+            lines[(r["model"], r["connections"])].append((offered, r))
+    several_c = len({c for _, c in lines}) > 1
+    hollow_any = False
+    for (model, conns), pts in sorted(lines.items()):
+        pts.sort(key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        c = colours[model][0]
+        label = f"{model} c={conns}" if several_c else model
+        for getter, style in ((lambda r: _ms(_get(r, "latency_us", "p50")), "-"),
+                              (lambda r: _ms(_get(r, "latency_us", "p99")), "--"),
+                              (lambda r: _ms(_get(r, "latency_uncorrected_us", "p99")), ":")):
+            ys = [getter(r) for _, r in pts]
+            ax.plot(xs, ys, color=c, linestyle=style, linewidth=1.5, label=label if style == "-" else None)
+        for x, r in pts:
+            cb = is_client_bound(r)
+            hollow_any |= cb
+            ax.plot([x], [_ms(_get(r, "latency_us", "p99"))], marker="o", markersize=5, color=c,
+                    markerfacecolor="white" if cb else c, linestyle="none")
+        ax2.plot(xs, [_get(r, "throughput_rps") for _, r in pts], color=c, marker="o", markersize=4, label=label)
+    top = max((x for pts in lines.values() for x, _ in pts), default=1)
+    ax2.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1, label="achieved = offered")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests / s)")
+    ax.set_ylabel("latency (ms), from the intended send time")
+    ax.grid(True, which="major", alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="black", linestyle="-", label="p50"),
+                Line2D([], [], color="black", linestyle="--", label="p99"),
+                Line2D([], [], color="black", linestyle=":", label="p99 uncorrected (from actual send)")]
+    if hollow_any:
+        handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="none",
+                              label=HOLLOW_NOTE))
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
+    ax.set_title("latency vs offered load (open loop)", fontsize=10)
+    ax2.set_xlabel("offered load (requests / s)")
+    ax2.set_ylabel("achieved (requests / s)")
+    ax2.set_title("achieved vs offered", fontsize=10)
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title} — rate sweep\n{sub}", fontsize=12)
+    failure_note(fig, fails)
+    fig.tight_layout(rect=(0, 0.04 if fails else 0, 1, 1))
+    written = []
+    for ext in ("png", "svg"):
+        path = out / f"{stem}-sweep.{ext}"
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
     ap.add_argument("--out", type=Path, help="output directory (default RESULTS_DIR/plots)")
+    ap.add_argument("--classic", metavar="WORKLOAD",
+                    help="also write classic-throughput.png and classic-pss.png for this workload")
     args = ap.parse_args()
     ok, failed, meta = load(args.results_dir)
     out = args.out or args.results_dir / "plots"
     out.mkdir(parents=True, exist_ok=True)
     sub = subtitle(meta)
-    models = sorted({r["model"] for r in ok} | {r["model"] for r in failed})
-    tab10 = plt.get_cmap("tab10").colors
-    colours = {m: tab10[i % len(tab10)] for i, m in enumerate(models)}
+    colours = styles(ok + failed)
     written = []
-    for workload in sorted({r["workload"] for r in ok}):
-        rows = [r for r in ok if r["workload"] == workload]
-        fails = [r for r in failed if r["workload"] == workload]
+    for workload, idle in sorted({(r["workload"], idle_of(r)) for r in ok}):
+        group = [r for r in ok if r["workload"] == workload and idle_of(r) == idle]
+        rows = [r for r in group if not is_open(r)]
+        fails = [r for r in failed if r["workload"] == workload and idle_of(r) == idle]
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload) + (f"-idle{idle}" if idle else "")
+        title = workload + (f" (+{idle} idle connections)" if idle else "")
+        sweep = [r for r in group if is_open(r)]
+        if sweep:
+            written += draw_sweep(sweep, colours, sub, [r for r in fails if is_open(r)], title, safe, out)
+        if not rows:
+            continue
         wmodels = sorted({r["model"] for r in rows})
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", workload)
+        fails = [r for r in fails if not is_open(r)]
         for metric in METRICS:
             fig, ax = plt.subplots(figsize=(8, 5.2))
             hollow = draw(ax, metric, rows, colours)
             legend(ax, metric, wmodels, colours, hollow)
-            fig.suptitle(f"{workload} — {metric[1]}", fontsize=13)
+            fig.suptitle(f"{title} — {metric[1]}", fontsize=13)
             ax.set_title(sub, fontsize=8, color="dimgrey")
             failure_note(fig, fails)
             fig.tight_layout(rect=(0, 0.04 if fails else 0, 1, 1))
@@ -225,13 +451,20 @@ def main():
             ax.set_title(metric[1], fontsize=10)
         legend(axes.flat[-1], METRICS[1], wmodels, colours, flags, fontsize=11, loc="center")
         axes.flat[-1].axis("off")
-        fig.suptitle(f"{workload} — overview\n{sub}", fontsize=12)
+        fig.suptitle(f"{title} — overview\n{sub}", fontsize=12)
         failure_note(fig, fails)
         fig.tight_layout(rect=(0, 0.03 if fails else 0, 1, 1))
         path = out / f"{safe}-overview.png"
         fig.savefig(path, dpi=100)
         written.append(path)
         plt.close(fig)
+    if args.classic:
+        rows = [r for r in ok + failed if r["workload"] == args.classic]
+        if not [r for r in rows if r.get("status", "ok") == "ok"]:
+            print(f"plot.py: error: --classic: no finished cell of workload '{args.classic}'", file=sys.stderr)
+            sys.exit(2)
+        for metric in CLASSIC:
+            written += classic_chart(rows, metric, colours, sub, out)
     for r in failed:
         print(f"failed cell {r.get('cell', '?')}: {r.get('error') or 'no error given'}", file=sys.stderr)
     for path in written:

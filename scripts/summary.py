@@ -60,7 +60,16 @@ def main():
             continue
         if a.connections and r.get("connections") not in a.connections:
             continue
-        key = (r.get("workload"), r.get("connections"), r.get("model"))
+        # Cells with idle connections held, and open-loop (rate sweep) steps, get tables of their own.
+        group = str(r.get("workload"))
+        if r.get("idle_connections"):
+            group += f" (+{r['idle_connections']} idle connections)"
+        load = r.get("load") if isinstance(r.get("load"), dict) else {}
+        if load.get("shape") == "open":
+            frac = load.get("rate_fraction")
+            group += (f" — open loop at {frac * 100:g} % of the closed-loop maximum" if isinstance(frac, (int, float))
+                      else " — open loop")
+        key = (group, r.get("connections"), r.get("model"))
         (cells if r.get("status") == "ok" else failed)[key].append(r)
     if not cells and not failed:
         print("summary.py: no matching cells", file=sys.stderr)
@@ -86,6 +95,9 @@ def main():
             starved = max((get(r, "fairness", "starved_connections") or 0) for r in rows)
             if starved:
                 notes.append(f"{starved} of {key[1]} connections got no answer")
+            dropped = max((get(r, "idle", "dropped") or 0) for r in rows)
+            if dropped:
+                notes.append(f"{dropped:.0f} idle connections dropped")
             errors = sum(r.get("errors_total", 0) for r in rows)
             if errors:
                 notes.append(f"{errors} errors")

@@ -56,6 +56,15 @@ line() {   # line MODEL CONNS REP STATUS
         done
     done
     echo 'this is not json {'
+    # A rate sweep: open-loop steps at fractions of the closed-loop maximum.
+    for f in 10 50 90; do
+        printf '{"schema":1,"cell":"epoll/hello/c10/r1/rate%d","model":"epoll","workload":"hello",' "$f"
+        printf '"connections":10,"repetition":1,"status":"ok","throughput_rps":%d,' $((f * 800))
+        printf '"load":{"shape":"open","rate_fraction":0.%02d,"offered_rps":%d},' "$f" $((f * 800))
+        printf '"latency_us":{"p50":%d,"p99":%d},"latency_uncorrected_us":{"p50":100,"p99":900},' \
+            $((f * 10)) $((f * 100))
+        printf '"client_bound":false}\n'
+    done
 } >"$res/results.jsonl"
 
 "$PY" "$PLOT" "$res" >"$tmp/stdout" 2>"$tmp/stderr"
@@ -71,6 +80,8 @@ for metric in throughput latency cpu-per-request pss fds; do
     done
 done
 check "overview png exists" test -s "$res/plots/hello-overview.png"
+check "rate sweep png exists" test -s "$res/plots/hello-sweep.png"
+check "rate sweep svg is listed" grep -qF "$res/plots/hello-sweep.svg" "$tmp/stdout"
 check "png files are PNG" bash -c "head -c 8 '$res/plots/hello-latency.png' | grep -q PNG"
 
 "$PY" "$PLOT" "$res" --out "$tmp/elsewhere" >/dev/null 2>&1
@@ -85,6 +96,42 @@ mkdir -p "$tmp/empty" && echo 'garbage' >"$tmp/empty/results.jsonl"
 "$PY" "$PLOT" "$tmp/empty" >/dev/null 2>&1
 rc=$?
 check "no usable lines exits 2 (got $rc)" test "$rc" -eq 2
+
+# --classic: the two classic charts; a reference model drawn apart; where a line stops and why.
+"$PY" "$PLOT" "$res" --classic hello --out "$tmp/classic" >"$tmp/cstdout" 2>"$tmp/cstderr"
+rc=$?
+check "--classic exits 0 (got $rc: $(head -c 300 "$tmp/cstderr"))" test "$rc" -eq 0
+for metric in throughput pss; do
+    check "classic-$metric.png written" test -s "$tmp/classic/classic-$metric.png"
+    check "classic-$metric.svg written" test -s "$tmp/classic/classic-$metric.svg"
+done
+"$PY" "$PLOT" "$res" --classic no-such-workload --out "$tmp/classic2" >/dev/null 2>"$tmp/cerr"
+rc=$?
+check "--classic of a workload without cells exits 2 (got $rc)" test "$rc" -eq 2
+check "--classic error names the workload" grep -q "no-such-workload" "$tmp/cerr"
+"$PY" - "$(dirname "$PLOT")" >"$tmp/cunit" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import plot
+ok = lambda c, est: {"model": "m", "status": "ok", "connections": c, "connections_established": est}
+assert plot.stop_reason(ok(1000, 1000)) == "", "a fully connected cell reaches its count"
+assert plot.stop_reason(ok(1000, 960)) == "", "95 % connected still counts"
+assert plot.stop_reason(ok(10000, 1178)) == "only 1,178 of 10,000 connected", plot.stop_reason(ok(10000, 1178))
+assert plot.stop_reason({"status": "failed", "connections": 5, "error": "server did not start: x"}) == "server did not start"
+pool = ok(1000, 1000) | {"fairness": {"starved_connections": 936}}
+assert plot.stop_reason(pool) == "only 64 of 1,000 answered", plot.stop_reason(pool)
+assert plot.stop_reason(pool, stop_on_starved=False) == "", "memory of a held count is still drawn"
+some = ok(100, 100) | {"fairness": {"starved_connections": 36}}
+assert plot.stop_reason(some) == "", "a minority without answer is a red x, not a stop"
+assert plot.stop_reason({"status": "failed", "connections": 5,
+                         "error": "connection set-up did not finish within connect_timeout_s + 5 s"}) == "connections not set up in time"
+st = plot.styles([{"model": "nginx", "mechanism": "reference"}, {"model": "epoll", "mechanism": "readiness"}])
+assert st["nginx"][2] and not st["epoll"][2], st
+assert st["nginx"][0] in plot.REFERENCE_COLOURS and st["epoll"][0] not in plot.REFERENCE_COLOURS, st
+assert st["nginx"][1] != "o" and st["epoll"][1] == "o", st
+print("ok")
+EOF
+check "stop reasons and reference styles ($(tail -c 300 "$tmp/cunit"))" grep -qx ok "$tmp/cunit"
 
 # summary.py: the same run as a Markdown table.
 SUMMARY="$(dirname "$0")/../scripts/summary.py"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The runner end to end with the real binaries: a tiny run (2 models x 2 connection counts), its
 # files and numbers; Ctrl-C in the middle of a longer run (exit 130, finished cells kept, no
-# server left behind) and --resume to finish it; bad inputs exit 2 with one clear line.
+# server left behind) and --resume to finish it; a real nginx cell and Ctrl-C during a real
+# Apache cell; bad inputs exit 2 with one clear line.
 # Usage: runner_test.sh [BUILD_DIR]   (default: ../build next to this script)
 set -u
 BUILD="${1:-$(dirname "$0")/../build}"
@@ -238,6 +239,55 @@ print(("PASS" if len(set(cells)) == 6 and set(cells) == want else "FAIL") + f" 6
 EOF
 check "latest points to the resumed run" test "$(readlink "$res/latest")" = "$run2"
 
+# ---------------------------------------------------------------- rate sweep and idle connections
+cat >"$tmp/sweep.toml" <<'EOF'
+name = "sweep"
+models = ["epoll"]
+workloads = ["hello"]
+connections = [4]
+idle_connections = [0, 50]
+rate_sweep = [0.25, 0.5]
+pipeline = 2
+repetitions = 1
+warmup_s = 0.2
+duration_s = 0.5
+EOF
+timeout -k 5 60 "$CB" run --profile "$tmp/sweep.toml" --results "$res" >"$tmp/out8" 2>"$tmp/err8"
+rc=$?
+check "sweep run exits 0 (got $rc: $(tail -c 400 "$tmp/err8"; grep FAILED "$tmp/out8" | head -3))" test "$rc" -eq 0
+run8="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out8" | head -1)"
+pycheck "sweep results" "$res/$run8" <<'EOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+rows = {r["cell"]: r for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
+t(len(rows) == 6, "6 cells (2 idle levels x (closed + 2 steps)), got %s" % sorted(rows))
+for idle, pre in ((0, "epoll/hello/c4"), (50, "epoll/hello/c4/i50")):
+    closed = rows.get(pre + "/r1")
+    t(closed is not None and closed["status"] == "ok", "closed cell %s ok" % pre)
+    if not closed: continue
+    t(closed["load"]["shape"] == "closed" and closed["load"]["pipeline"] == 2, "closed cell shape and pipeline")
+    t(closed["checks"]["little_law_ratio"] is not None, "closed cell has Little's law")
+    t(closed["idle_connections"] == idle, "idle_connections %d recorded" % idle)
+    if idle:
+        t(closed["idle"]["established"] == 50 and closed["idle"]["dropped"] == 0, "50 idle held, none dropped: %s" % closed.get("idle"))
+    for pct, f in (("25", 0.25), ("50", 0.5)):
+        s = rows.get(pre + "/r1/rate" + pct)
+        t(s is not None and s["status"] == "ok", "step %s %s ok (%s)" % (pre, pct, s and s["error"]))
+        if not s: continue
+        t(s["load"]["shape"] == "open" and abs(s["load"]["rate_fraction"] - f) < 1e-9, "step shape and fraction")
+        t(abs(s["load"]["offered_rps"] - f * closed["throughput_rps"]) < 1e-6 * closed["throughput_rps"] + 1e-9,
+          "step offered = fraction x closed max")
+        t("latency_uncorrected_us" in s and s["latency_uncorrected_us"]["p50"] <= s["latency_us"]["p50"],
+          "step has uncorrected latency <= corrected")
+        t(s["checks"]["little_law_ok"] is None, "no Little's law for open loop")
+        stem = s["cell"].replace("/", "_")
+        ser = json.loads((d / "series" / (stem + ".json")).read_text())
+        t("load" in ser and len(ser["load"]["rows"]) >= 1, "per-second client series saved")
+        h = json.loads((d / "hist" / (stem + ".json")).read_text())
+        t("uncorrected" in h, "hist has the uncorrected spectrum")
+EOF
+
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written
 bad="$tmp/bad-results"
 timeout -k 5 20 "$CB" run --profile /nonexistent.toml --results "$bad" >/dev/null 2>"$tmp/err4"
@@ -252,6 +302,60 @@ rc=$?
 check "unknown key exits 2 (got $rc)" test "$rc" -eq 2
 check "unknown key: stderr has file:line ($(cat "$tmp/err5"))" grep -qF "$tmp/badkey.toml:4:" "$tmp/err5"
 check "unknown key: stderr names the key" grep -qF "durration_s" "$tmp/err5"
+
+# ---------------------------------------------------------------- reference servers: nginx, Apache
+# A real nginx cell runs and records the server's version; Ctrl-C during an Apache cell leaves no
+# process of Apache's group behind (its children included).
+cat >"$tmp/ref.toml" <<'EOF'
+name = "ref"
+models = ["nginx", "apache-prefork"]
+workloads = ["hello"]
+connections = [10]
+repetitions = 1
+warmup_s = 0.5
+duration_s = 4
+EOF
+ref_res="$tmp/ref-results"
+chmod 755 "$tmp"   # the servers' workers run as www-data when we are root: they must reach their files
+"$CB" run --profile "$tmp/ref.toml" --results "$ref_res" >"$tmp/out8" 2>"$tmp/err8" &
+bg_pid=$!
+apache_pgid=""
+deadline=$((SECONDS + 40))
+while [ -z "$apache_pgid" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
+    for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
+        [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] && apache_pgid=$c
+    done
+    sleep 0.1
+done
+check "an apache2 server of the run was seen" test -n "$apache_pgid"
+sleep 1.5   # into the cell's load: the parent has forked its children
+in_group() { ps -eo pgid=,stat= | awk -v g="${apache_pgid:--1}" '$1 == g && $2 !~ /^Z/' | wc -l; }
+kids=$(in_group)
+check "apache's group has its children ($kids processes)" test "$kids" -gt 1
+kill -INT "$bg_pid" 2>/dev/null
+deadline=$((SECONDS + 30))
+while kill -0 "$bg_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+wait "$bg_pid"
+rc=$?
+bg_pid=""
+check "interrupted reference run exits 130 (got $rc: $(tail -c 300 "$tmp/err8"))" test "$rc" -eq 130
+left=$(in_group)
+check "no process of apache's group is left after Ctrl-C ($left)" test "$left" -eq 0
+pycheck "nginx cell and meta" "$ref_res/latest" <<'EOF'
+import json, sys, os
+d = sys.argv[1]
+lines = [json.loads(l) for l in open(os.path.join(d, "results.jsonl"))]
+ng = [j for j in lines if j["model"] == "nginx"]
+print(("PASS" if ng and ng[0]["status"] == "ok" else "FAIL") + f" nginx cell ok: {ng[0]['status'] if ng else None} {ng[0].get('error') if ng else ''}")
+print(("PASS" if ng and ng[0]["mechanism"] == "reference" and ng[0]["requests"] > 0 else "FAIL") + " nginx answered")
+m = json.load(open(os.path.join(d, "meta.json")))
+v = m.get("reference_servers", {}).get("nginx", {}).get("version", "")
+print(("PASS" if "nginx/" in v else "FAIL") + f" meta records nginx's version: {v!r}")
+s = m.get("reference_servers", {}).get("apache-prefork", {}).get("settings", {})
+print(("PASS" if s.get("workers") == 150 and s.get("StartServers") == "5" else "FAIL") + f" meta records Apache's MPM settings: {s}")
+conf = open(os.path.join(d, "servers", "nginx_hello_c10_r1", "nginx.conf")).read()
+print(("PASS" if "listen 127.0.0.1:" in conf and "@" not in conf.split("http {")[1] else "FAIL") + " nginx.conf rendered, loopback only")
+EOF
 
 timeout -k 5 20 "$CB" run --bogus >/dev/null 2>"$tmp/err6"
 rc=$?

@@ -230,3 +230,27 @@ TEST(Histogram, SpectrumTicks) {
     // p50 is the 500th value, 500 us, reported as the top of its 256 ns wide slot.
     EXPECT_DOUBLE_EQ(pts[1][1].get<double>(), 500.223);
 }
+
+TEST(Histogram, SlotsRoundTripKeepsEveryPercentile) {
+    // The per-second series stores a second's histogram as its non-empty slots and merges them
+    // across threads: the percentiles must come out as from the merged dense histograms.
+    std::mt19937_64 rng(7);
+    std::lognormal_distribution<double> dist(12.0, 1.5);
+    Histogram a, b, dense;
+    for (int i = 0; i < 20000; ++i) {
+        const auto v = static_cast<uint64_t>(dist(rng));
+        (i % 2 ? a : b).record(v);
+        dense.record(v);
+    }
+    const Histogram::Slots sa = a.slots();
+    EXPECT_LT(sa.size(), 20000u);
+    Histogram rebuilt;
+    rebuilt.add_slots(sa);
+    rebuilt.add_slots(b.slots());
+    EXPECT_EQ(rebuilt.count(), dense.count());
+    for (double p : kPercentiles) {
+        if (p == 0) continue;  // min and max are exact in `dense`, slot values here (capped at max)
+        EXPECT_EQ(std::min(rebuilt.percentile_ns(p), dense.max_ns()), dense.percentile_ns(p)) << p;
+    }
+    EXPECT_TRUE(Histogram().slots().empty());
+}

@@ -322,4 +322,39 @@ TEST_F(ProfileTest, NameDefaultsToFileStem) {
     EXPECT_EQ(p.name, "my-profile");
 }
 
+TEST_F(ProfileTest, LoadShapeKeysDefaultToClosedLoopWithoutIdleConnections) {
+    Profile p = load_profile(write_lines(base_lines()), registry());
+    EXPECT_EQ(p.pipeline, 1);
+    EXPECT_EQ(p.idle_connections, std::vector<int>{0});
+    EXPECT_TRUE(p.rate_sweep.empty());
+    EXPECT_DOUBLE_EQ(p.request_timeout_s, 10);
+}
+
+TEST_F(ProfileTest, LoadShapeKeysAreRead) {
+    auto lines = base_lines();
+    lines.push_back("pipeline = 16");
+    lines.push_back("idle_connections = [0, 10000]");
+    lines.push_back("rate_sweep = [0.1, 0.5, 1, 1.2]");
+    lines.push_back("request_timeout_s = 2.5");
+    Profile p = load_profile(write_lines(lines), registry());
+    EXPECT_EQ(p.pipeline, 16);
+    EXPECT_EQ(p.idle_connections, (std::vector<int>{0, 10000}));
+    EXPECT_EQ(p.rate_sweep, (std::vector<double>{0.1, 0.5, 1.0, 1.2}));
+    EXPECT_DOUBLE_EQ(p.request_timeout_s, 2.5);
+}
+
+TEST_F(ProfileTest, BadLoadShapeValuesAreRefusedWithTheirLine) {
+    for (const std::string& bad : {std::string("pipeline = 0"), std::string("pipeline = 1.5"),
+                                   std::string("idle_connections = 5"), std::string("idle_connections = [-1]"),
+                                   std::string("rate_sweep = [0.5, 0]"), std::string("rate_sweep = [0.5, 0.5]"),
+                                   std::string("rate_sweep = 0.5"), std::string("request_timeout_s = 0")}) {
+        auto lines = base_lines();
+        lines.push_back(bad);  // line 7
+        std::string path = write_lines(lines);
+        std::string msg = refusal(path);
+        EXPECT_AT_LINE(msg, path, 7) << bad;
+        EXPECT_CONTAINS(msg, bad.substr(0, bad.find(' ')));
+    }
+}
+
 }  // namespace

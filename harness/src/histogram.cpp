@@ -101,6 +101,26 @@ uint64_t Histogram::percentile_ns(double p) const {
     return max_;  // unreachable: the counts sum to total_
 }
 
+Histogram::Slots Histogram::slots() const {
+    Slots out;
+    if (total_ == 0) return out;
+    for (std::size_t i = 0; i < kSlots; ++i)
+        if (counts_[i]) out.emplace_back(uint32_t(i), counts_[i]);
+    return out;
+}
+
+void Histogram::add_slots(const Slots& slots) {
+    for (const auto& [i, n] : slots) {
+        if (i >= kSlots || n == 0) continue;
+        const uint64_t v = value_at(i);
+        counts_[i] += n;
+        total_ += n;
+        min_ = std::min(min_, v);
+        max_ = std::max(max_, v);
+        sum_ += static_cast<long double>(v) * n;
+    }
+}
+
 nlohmann::json Histogram::spectrum_json() const {
     nlohmann::json points = nlohmann::json::array();
     if (total_ > 0) {

@@ -1,7 +1,12 @@
 // Host: local server processes — fork/exec in their own process group, pinned, stopped by group.
 #include "concbench/host.hpp"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -96,6 +101,7 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
     argv.push_back(nullptr);
     std::string log = cmd.log_path.empty() ? "/dev/null" : cmd.log_path;
 
+    const pid_t runner = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         error = fmt::format("fork: {}", strerror(errno));
@@ -113,6 +119,16 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
+        // If the runner dies without stopping it (SIGKILL, a crash), the server gets SIGTERM.
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != runner) _exit(126);
+        if (cmd.raise_nofile) {
+            rlimit rl{};
+            if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &rl);
+            }
+        }
         if (!cmd.cpus.empty()) {
             cpu_set_t set;
             CPU_ZERO(&set);
@@ -122,7 +138,7 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
         int in = open("/dev/null", O_RDONLY);
         int err = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(in, 0);
-        dup2(out[1], 1);
+        dup2(cmd.ready_port && err >= 0 ? err : out[1], 1);
         if (err >= 0) dup2(err, 2);
         // Only stdin, stdout and stderr: fds the runner inherited from its own parent (a shell,
         // make) would otherwise be counted as the server's, once per forked child.
@@ -140,6 +156,12 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
     std::string got;
     auto deadline = steady_clock::now() + ready_timeout;
     bool ready = false;
+    if (cmd.ready_port) {
+        close(out[0]);
+        ready = sp->wait_connectable(cmd, deadline, ready_timeout, error, interrupted);
+        if (!ready) return nullptr;  // the destructor stops what was started
+        return sp;
+    }
     while (!ready) {
         if (interrupted && *interrupted) {
             error = "interrupted";
@@ -186,6 +208,65 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
     close(out[0]);
     if (!ready) return nullptr;  // the destructor stops what was started
     return sp;
+}
+
+namespace {
+// One blocking connect to loopback (refused at once, or accepted into the backlog); with a
+// probe, the probe is sent and the reply must begin with `expect` within a second.
+bool can_connect(const std::string& host, uint16_t port, const std::string& probe, const std::string& expect) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    bool ok = inet_pton(AF_INET, host.c_str(), &a.sin_addr) == 1 &&
+              connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    if (ok && !probe.empty()) {
+        timeval tv{1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        ok = send(fd, probe.data(), probe.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(probe.size());
+        std::string got;
+        char buf[256];
+        while (ok && got.size() < expect.size()) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) ok = false;
+            else got.append(buf, n);
+        }
+        ok = ok && got.compare(0, expect.size(), expect) == 0;
+    }
+    close(fd);
+    return ok;
+}
+}  // namespace
+
+bool ServerProcess::wait_connectable(const ServerCommand& cmd, steady_clock::time_point deadline,
+                                     milliseconds ready_timeout, std::string& error,
+                                     const volatile bool* interrupted) {
+    for (;;) {
+        if (interrupted && *interrupted) {
+            error = "interrupted";
+            return false;
+        }
+        // Died first: a port taken by someone else must not look like our server being ready.
+        if (std::string why = died(); !why.empty()) {
+            std::string last = last_line_of(cmd.log_path);
+            error = fmt::format("server exited before it was ready ({}){}{}", why, last.empty() ? "" : ": ", last);
+            return false;
+        }
+        if (can_connect(cmd.ready_host, cmd.ready_port, cmd.ready_probe, cmd.ready_expect)) {
+            host_ = cmd.ready_host;
+            port_ = cmd.ready_port;
+            return true;
+        }
+        if (steady_clock::now() >= deadline) {
+            error = fmt::format("nothing {} on {}:{} within {:.1f} s",
+                                cmd.ready_probe.empty() ? "accepted connections" : "answered a request",
+                                cmd.ready_host, cmd.ready_port, ready_timeout.count() / 1000.0);
+            return false;
+        }
+        std::this_thread::sleep_for(milliseconds(20));
+    }
 }
 
 std::string ServerProcess::died() {

@@ -125,7 +125,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     static const std::vector<std::string> keys = {
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
         "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
-        "workers", "connections_for", "backend"};
+        "workers", "connections_for", "backend", "pipeline", "idle_connections", "rate_sweep",
+        "request_timeout_s"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
     for (auto&& [k, v] : t) {
         std::string key(k.str());
@@ -141,7 +142,27 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
             const toml::array* a = v.as_array();
             if (!a || a->empty()) c.fail(v, "'connections' must be a non-empty array of counts");
             for (const toml::node& e : *a) p.connections.push_back(whole_number(c, e, "connections", 1, 100000));
-        } else if (key == "repetitions") p.repetitions = whole_number(c, v, "repetitions", 1, 100);
+        } else if (key == "idle_connections") {
+            const toml::array* a = v.as_array();
+            if (!a || a->empty())
+                c.fail(v, "'idle_connections' must be a non-empty array of counts, e.g. [0, 1000, 10000]");
+            p.idle_connections.clear();
+            for (const toml::node& e : *a)
+                p.idle_connections.push_back(whole_number(c, e, "idle_connections", 0, 100000));
+        } else if (key == "rate_sweep") {
+            const toml::array* a = v.as_array();
+            if (!a) c.fail(v, "'rate_sweep' must be an array of fractions of the closed-loop maximum, e.g. [0.1, 0.5, 1.0]");
+            for (const toml::node& e : *a) {
+                std::optional<double> f = e.value<double>();
+                if (!f || !(*f > 0) || *f > 10)
+                    c.fail(e, "'rate_sweep': each step must be a fraction above 0 and at most 10 (1.0 = the closed-loop maximum)");
+                if (std::find(p.rate_sweep.begin(), p.rate_sweep.end(), *f) != p.rate_sweep.end())
+                    c.fail(e, fmt::format("'rate_sweep': {} is listed twice", *f));
+                p.rate_sweep.push_back(*f);
+            }
+        } else if (key == "pipeline") p.pipeline = whole_number(c, v, "pipeline", 1, 1024);
+        else if (key == "request_timeout_s") p.request_timeout_s = positive_number(c, v, "request_timeout_s", 600);
+        else if (key == "repetitions") p.repetitions = whole_number(c, v, "repetitions", 1, 100);
         else if (key == "warmup_s") p.warmup_s = positive_number(c, v, "warmup_s", 3600);
         else if (key == "duration_s") p.duration_s = positive_number(c, v, "duration_s", 3600);
         else if (key == "ready_timeout_s") p.ready_timeout_s = positive_number(c, v, "ready_timeout_s", 600);
@@ -189,8 +210,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     for (const auto& m : p.models) {
         const ModelInfo* mi = find_model(registry, m);
         if (!mi->built)
-            throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; run make build)",
-                                                 p.path, m, mi->binary_path));
+            throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; {})",
+                                                 p.path, m, mi->binary_path, mi->how_to_build()));
     }
     for (const auto& w : p.workloads)
         if (find_workload(w)->needs_backend && !find_model(registry, p.backend)->built)

@@ -23,6 +23,17 @@ bool ModelInfo::serves(const std::string& workload) const {
     return std::find(workloads.begin(), workloads.end(), family) != workloads.end();
 }
 
+std::string ModelInfo::skips(const std::string& verify_case) const {
+    auto it = verify_skip.find(verify_case);
+    return it == verify_skip.end() ? std::string() : it->second;
+}
+
+std::string ModelInfo::how_to_build() const {
+    if (reference)
+        return fmt::format("install Debian package {} (make deps)", reference->package);
+    return "run make build";
+}
+
 std::string source_dir() {
     if (const char* env = std::getenv("CONCBENCH_SOURCE_DIR"); env && *env) return env;
     return CONCBENCH_SOURCE_DIR;
@@ -63,6 +74,60 @@ std::vector<std::string> string_list(const toml::table& t, const std::string& fi
     return out;
 }
 
+std::map<std::string, std::string> string_table(const toml::table& t, const std::string& file,
+                                                const char* key, bool allow_numbers) {
+    std::map<std::string, std::string> out;
+    const toml::node* n = t.get(key);
+    if (!n) return out;
+    const toml::table* tt = n->as_table();
+    if (!tt) bad(file, n->source(), fmt::format("'{}' must be a table of name = value", key));
+    for (auto&& [k, v] : *tt) {
+        if (v.is_string()) out[std::string(k.str())] = *v.value<std::string>();
+        else if (allow_numbers && v.is_integer()) out[std::string(k.str())] = std::to_string(*v.value<int64_t>());
+        else
+            bad(file, v.source(), fmt::format("'{}.{}' must be a {}", key, k.str(),
+                                              allow_numbers ? "string or a whole number" : "string"));
+    }
+    return out;
+}
+
+// [reference]: how the runner launches a real server (see ReferenceLaunch).
+ReferenceLaunch read_reference(const toml::table& r, const std::string& file, const fs::path& folder) {
+    static const std::set<std::string> known = {"command", "config", "config_name", "files", "version",
+                                                "package", "run_as", "readiness", "settings"};
+    for (auto&& [k, v] : r)
+        if (!known.count(std::string(k.str())))
+            bad(file, v.source(), fmt::format("unknown key 'reference.{}' (valid: {})", k.str(),
+                                              fmt::join(known, ", ")));
+    ReferenceLaunch ref;
+    ref.command = string_list(r, file, "command");
+    if (ref.command.empty() || !ref.command[0].starts_with('/'))
+        bad(file, r.source(), "'reference.command' must be a non-empty array whose first element is an absolute path");
+    std::string config = need_string(r, file, "config");
+    ref.config_template = (folder / config).string();
+    if (!fs::exists(ref.config_template))
+        bad(file, r["config"].node()->source(),
+            fmt::format("'reference.config': template {} not found", ref.config_template));
+    ref.config_name = r.contains("config_name") ? need_string(r, file, "config_name")
+                                                : fs::path(config).stem().string();
+    ref.files = string_table(r, file, "files", false);
+    for (const auto& [name, _] : ref.files)
+        if (name.empty() || name.find('/') != std::string::npos || name == ref.config_name)
+            bad(file, r["files"].node()->source(),
+                fmt::format("'reference.files': '{}' must be a plain file name other than the config's", name));
+    ref.version_command = string_list(r, file, "version");
+    ref.package = need_string(r, file, "package");
+    if (r.contains("run_as")) ref.run_as = need_string(r, file, "run_as");
+    if (r.contains("readiness")) {
+        ref.readiness = need_string(r, file, "readiness");
+        if (ref.readiness != "connect" && ref.readiness != "http")
+            bad(file, r["readiness"].node()->source(),
+                fmt::format("'reference.readiness' '{}' is not supported (valid: connect, http)", ref.readiness));
+    }
+    ref.settings = string_table(r, file, "settings", true);
+    return ref;
+}
+
 ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     const std::string file = toml_path.string();
     toml::table t;
@@ -73,12 +138,10 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     }
     static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
                                                 "like", "platforms", "workloads", "binary", "notes",
-                                                "workers"};
+                                                "workers", "reference", "verify"};
     for (auto&& [k, v] : t)
         if (!known.count(std::string(k.str())))
-            bad(file, v.source(), fmt::format("unknown key '{}' (valid: name, description, "
-                                              "mechanism, structure, like, platforms, workloads, "
-                                              "binary, notes, workers)", k.str()));
+            bad(file, v.source(), fmt::format("unknown key '{}' (valid: {})", k.str(), fmt::join(known, ", ")));
     ModelInfo m;
     m.toml_path = file;
     m.name = need_string(t, file, "name");
@@ -107,8 +170,28 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
             bad(file, n->source(), "'workers' (the default of --workers N) must be a whole number from 1 to 4096");
         m.workers = static_cast<int>(*v);
     }
-    m.binary = t.contains("binary") ? need_string(t, file, "binary") : "server-" + m.name;
-    m.binary_path = (fs::path(bin) / m.binary).string();
+    if (const toml::node* v = t.get("verify")) {
+        const toml::table* vt = v->as_table();
+        if (!vt) bad(file, v->source(), "'verify' must be a table, e.g. [verify] skip = { echo = \"why\" }");
+        for (auto&& [k, e] : *vt)
+            if (k.str() != "skip") bad(file, e.source(), fmt::format("unknown key 'verify.{}' (valid: skip)", k.str()));
+        m.verify_skip = string_table(*vt, file, "skip", false);
+    }
+    const toml::node* ref = t.get("reference");
+    if ((m.mechanism == "reference") != (ref != nullptr))
+        bad(file, (ref ? ref : t["mechanism"].node())->source(),
+            "a [reference] table is required exactly when mechanism is \"reference\"");
+    if (ref) {
+        if (!ref->is_table()) bad(file, ref->source(), "'reference' must be a table");
+        if (t.contains("binary")) bad(file, t["binary"].node()->source(),
+                                      "a reference model names its binary in reference.command");
+        m.reference = read_reference(*ref->as_table(), file, toml_path.parent_path());
+        m.binary_path = m.reference->command[0];
+        m.binary = fs::path(m.binary_path).filename().string();
+    } else {
+        m.binary = t.contains("binary") ? need_string(t, file, "binary") : "server-" + m.name;
+        m.binary_path = (fs::path(bin) / m.binary).string();
+    }
     m.built = access(m.binary_path.c_str(), X_OK) == 0;
     return m;
 }

@@ -2,6 +2,7 @@
 #include "concbench/runner.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
+#include "concbench/launch.hpp"
 #include "concbench/loadgen.hpp"
 #include "concbench/profile.hpp"
 #include "concbench/registry.hpp"
@@ -39,22 +41,48 @@ void on_signal(int) {
     g_interrupted = true;
 }
 
+// The `idle` workload: its cell's connection count is held idle while this many connections
+// run the measured load (GET / keep-alive).
+constexpr int kIdleWorkloadActive = 10;
+
 struct Cell {
     std::string model, workload;
     int connections;
     int repetition;
-    std::string id() const { return fmt::format("{}/{}/c{}/r{}", model, workload, connections, repetition); }
-    std::string stem() const { return fmt::format("{}_{}_c{}_r{}", model, workload, connections, repetition); }
+    int idle = 0;         // idle connections held through the load
+    int step = -1;        // -1: closed loop; else the index into the profile's rate_sweep
+    double fraction = 0;  // rate_sweep[step]: the open-loop rate as a fraction of the closed maximum
+    std::string suffix(char sep) const {
+        std::string s;
+        if (idle > 0) s += fmt::format("{}i{}", sep, idle);
+        s += fmt::format("{}r{}", sep, repetition);
+        if (step >= 0) s += fmt::format("{}rate{:g}", sep, fraction * 100);
+        return s;
+    }
+    std::string id() const { return fmt::format("{}/{}/c{}{}", model, workload, connections, suffix('/')); }
+    std::string stem() const { return fmt::format("{}_{}_c{}{}", model, workload, connections, suffix('_')); }
+    // The closed-loop cell a sweep step takes its maximum from.
+    std::string closed_id() const {
+        Cell c = *this;
+        c.step = -1;
+        return c.id();
+    }
 };
 
 // Repetition-major, models innermost: every model is measured once before any is measured
-// again, so drift on a shared machine spreads over all models alike.
+// again, so drift on a shared machine spreads over all models alike. A rate sweep's steps follow
+// their closed-loop cell, whose throughput they are fractions of.
 std::vector<Cell> plan(const Profile& p) {
     std::vector<Cell> cells;
     for (int r = 1; r <= p.repetitions; ++r)
         for (const auto& w : p.workloads)
             for (int c : p.connections_of(w))
-                for (const auto& m : p.models) cells.push_back({m, w, c, r});
+                for (int i : p.idle_connections)
+                    for (const auto& m : p.models) {
+                        cells.push_back({m, w, c, r, i});
+                        for (std::size_t k = 0; k < p.rate_sweep.size(); ++k)
+                            cells.push_back({m, w, c, r, i, int(k), p.rate_sweep[k]});
+                    }
     return cells;
 }
 
@@ -75,24 +103,20 @@ void point_latest(const std::string& root, const std::string& run_id) {
     if (!ec) fs::rename(tmp, fs::path(root) / "latest", ec);
 }
 
-std::set<std::string> finished_cells(const std::string& jsonl) {
-    std::set<std::string> done;
+// Finished cells of a run: id -> throughput of the ok ones (0 for failed), for --resume and for
+// the rate sweep's maxima.
+std::map<std::string, double> finished_cells(const std::string& jsonl) {
+    std::map<std::string, double> done;
     std::ifstream in(jsonl);
     std::string line;
     while (std::getline(in, line)) {
         json j = json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.contains("cell") && j["cell"].is_string())
-            done.insert(j["cell"].get<std::string>());
+        if (j.is_discarded() || !j.contains("cell") || !j["cell"].is_string()) continue;
+        const bool ok = j.value("status", "") == "ok" && j.contains("throughput_rps") &&
+                        j["throughput_rps"].is_number();
+        done[j["cell"].get<std::string>()] = ok ? j["throughput_rps"].get<double>() : 0.0;
     }
     return done;
-}
-
-json latency_json(const Histogram& h) {
-    auto us = [](uint64_t ns) { return ns / 1000.0; };
-    return {{"p50", us(h.percentile_ns(50))},   {"p90", us(h.percentile_ns(90))},
-            {"p99", us(h.percentile_ns(99))},   {"p999", us(h.percentile_ns(99.9))},
-            {"max", us(h.max_ns())},            {"mean", h.mean_ns() / 1000.0},
-            {"min", us(h.min_ns())}};
 }
 
 // Busy and steal time of some CPUs from /proc/stat, in seconds: how much of the server's CPUs
@@ -129,8 +153,10 @@ struct CellRun {
     bool interrupted = false;
 };
 
+// `closed_max`: for a sweep step, the throughput of its closed-loop cell (0: it failed).
 CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
-                 const std::vector<ModelInfo>& registry, const std::string& run_id, const fs::path& dir) {
+                 const std::vector<ModelInfo>& registry, const std::string& run_id, const fs::path& dir,
+                 double closed_max) {
     CellRun out;
     json& j = out.line;
     j["schema"] = kResultsSchema;
@@ -141,12 +167,30 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     j["workload"] = cell.workload;
     j["connections"] = cell.connections;
     j["repetition"] = cell.repetition;
+    j["idle_connections"] = cell.idle;
     j["status"] = "failed";
     j["error"] = "";
+    if (cell.step >= 0) {
+        j["load"] = {{"shape", "open"}, {"rate_fraction", cell.fraction}, {"closed_max_rps", closed_max},
+                     {"closed_cell", cell.closed_id()}};
+    }
     const Workload* w = find_workload(cell.workload);
     if (!model.serves(cell.workload)) {
         j["error"] = fmt::format("model '{}' does not serve workload '{}' (see {})", cell.model,
                                  cell.workload, model.toml_path);
+        return out;
+    }
+    if (cell.step >= 0 && !(closed_max > 0)) {
+        j["error"] = fmt::format("no closed-loop maximum to sweep from: cell {} failed", cell.closed_id());
+        return out;
+    }
+    if (p.pipeline > 1 && !w->keep_alive) {
+        j["error"] = fmt::format("pipeline = {} needs a keep-alive workload; '{}' opens a connection per request",
+                                 p.pipeline, w->name);
+        return out;
+    }
+    if (cell.idle > 0 && !w->keep_alive) {
+        j["error"] = fmt::format("idle connections need a keep-alive workload; '{}' closes after each answer", w->name);
         return out;
     }
 
@@ -171,32 +215,30 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
         j["backend"] = {{"model", p.backend}, {"cpus", p.client_cpus}};
     }
 
-    ServerCommand cmd;
-    cmd.binary = model.binary_path;
-    cmd.args = {"--proto", proto_name(w->proto), "--host", "127.0.0.1", "--port", "0"};
-    if (backend) {
-        cmd.args.push_back("--backend");
-        cmd.args.push_back(fmt::format("{}:{}", backend->host(), backend->port()));
-    }
-    if (!w->file_name.empty()) {
-        cmd.args.push_back("--docroot");
-        cmd.args.push_back(fs::absolute(dir / "docroot").string());
-    }
-    if (int n = p.workers_for(model)) {
-        cmd.args.push_back("--workers");
-        cmd.args.push_back(std::to_string(n));
-        j["workers"] = n;
-    }
-    cmd.cpus = p.server_cpus;
-    cmd.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
-    auto server = ServerProcess::start(cmd, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)),
-                                       err, &g_interrupted);
+    LaunchOptions lo;
+    lo.proto = proto_name(w->proto);
+    lo.workers = p.workers_for(model);
+    if (lo.workers) j["workers"] = lo.workers;
+    if (backend) lo.backend = fmt::format("{}:{}", backend->host(), backend->port());
+    // The run's docroot: given to our models for the file workloads (--docroot), and always the
+    // /file/ directory of a reference server's configuration.
+    lo.docroot = fs::absolute(dir / "docroot").string();
+    lo.docroot_flag = !w->file_name.empty();
+    lo.cpus = p.server_cpus;
+    lo.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
+    lo.work_dir = (dir / "servers" / cell.stem()).string();  // a reference server's own files
+    lo.raise_nofile = true;
+    if (model.reference) j["reference"] = {{"dir", lo.work_dir}};
+    auto server = launch_server(model, lo, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
+                                &g_interrupted);
     if (!server) {
         out.interrupted = g_interrupted;
         j["error"] = "server did not start: " + err;
         return out;
     }
 
+    // The server's memory before any connection: what idle connections cost is measured from it.
+    const TreeSample at_start = sample_tree(server->pid());
     Sampler sampler(server->pid());
     sampler.start();
     LoadSpec spec;
@@ -208,6 +250,16 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     spec.cpus = p.client_cpus;
     spec.warmup_s = p.warmup_s;
     spec.duration_s = p.duration_s;
+    spec.request_timeout_s = p.request_timeout_s;
+    spec.pipeline = p.pipeline;
+    spec.idle_connections = cell.idle;
+    if (w->idle) {  // C10K: the cell's count is held idle beside a small active load
+        spec.idle_connections += cell.connections;
+        spec.connections = kIdleWorkloadActive;
+        spec.threads = std::min(p.client_threads, kIdleWorkloadActive);
+        j["active_connections"] = kIdleWorkloadActive;
+    }
+    if (cell.step >= 0) spec.rate = cell.fraction * closed_max;
     spec.stop = &g_stop;
     CpuTimes cpu0, cpu1;
     LoadResult r = run_load(
@@ -220,24 +272,14 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
 
     SamplerSummary s = sampler.summary();
     double server_cpu = s.cpu_s;
-    double rps = r.measured_s > 0 ? r.requests / r.measured_s : 0;
     double req = std::max<double>(1, static_cast<double>(r.requests));
-    double client_util = r.measured_s > 0 ? r.client_cpu_s / (r.measured_s * std::max(1, r.client_threads)) : 0;
     double server_util = r.measured_s > 0 ? server_cpu / (r.measured_s * p.server_cpus.size()) : 0;
-    uint64_t errors_total = 0;
-    for (auto& [k, v] : r.errors) errors_total += v;
 
-    j["duration_s"] = r.measured_s;
-    j["requests"] = r.requests;
-    j["throughput_rps"] = rps;
-    j["latency_us"] = latency_json(r.latency);
-    j["errors"] = r.errors;
-    j["errors_total"] = errors_total;
-    j["connections_established"] = r.connections_established;
-    Fairness f = fairness(r.per_connection);
-    j["fairness"] = {{"per_connection_min", f.min}, {"per_connection_median", f.median},
-                     {"per_connection_max", f.max}, {"starved_connections", f.starved},
-                     {"jain_index", f.jain}, {"oldest_pending_s", r.oldest_pending_s}};
+    json lj = load_json(spec, r);  // the client's side: load shape, latency, errors, fairness, ...
+    if (cell.step >= 0)
+        lj["load"].update(j["load"]);
+    lj.erase("connections");
+    j.update(lj);
     j["server"] = {{"pss_kib_peak", s.pss_kib_peak},     {"pss_kib_mean", s.pss_kib_mean},
                    {"rss_kib_peak", s.rss_kib_peak},     {"threads_peak", s.threads_peak},
                    {"processes_peak", s.processes_peak}, {"fds_peak", s.fds_peak},
@@ -246,7 +288,13 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
                    {"cpu_us_per_req", server_cpu * 1e6 / req},
                    {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
                    {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
-                   {"cpus", p.server_cpus}};
+                   {"cpus", p.server_cpus},              {"pss_kib_at_start", at_start.pss_kib}};
+    // C10K: what one idle connection costs — the tree's PSS in the window over its PSS before
+    // the first connection, per idle connection held (the 10 active ones are in it too, a
+    // rounding error at thousands of idle ones).
+    if (j.contains("idle") && r.idle.established > 0)
+        j["idle"]["pss_bytes_per_idle"] =
+            (s.pss_kib_mean - static_cast<double>(at_start.pss_kib)) * 1024.0 / r.idle.established;
     // The server's CPUs: how busy they were in the window, and how much of that was not the
     // server's own tree (other processes, interrupt work not charged to it). Tick-based, so
     // small values are noise; a large one means the machine was not quiet.
@@ -256,34 +304,26 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     j["server_cpus"] = {{"busy", busy}, {"not_server", others},
                         {"steal", (cpu1.steal_s - cpu0.steal_s) / window}};
     j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
-    j["client"] = {{"cpu_util", client_util},
-                   {"cpu_s", r.client_cpu_s},
-                   {"cpu_us_per_req", r.client_cpu_s * 1e6 / req},
-                   {"threads", r.client_threads},
-                   {"cpus", p.client_cpus}};
     // Which side ran out of CPU: with a one-core client, a fast server is never the limit, and
     // throughput then measures the client (server CPU per request stays comparable).
-    bool client_bound = client_util >= 0.9;
+    bool client_bound = j["client_bound"].get<bool>();
     bool server_bound = server_util >= 0.9;
-    j["client_bound"] = client_bound;
     j["saturated"] = client_bound && server_bound ? "both" : client_bound ? "client"
                      : server_bound ? "server" : "neither";
-    // Little's law for a closed loop: connections in use = throughput x mean latency.
-    double in_flight = rps * r.latency.mean_ns() / 1e9;
-    double little = r.connections_established ? in_flight / r.connections_established : 0;
-    j["checks"] = {{"little_law_ratio", little}, {"little_law_ok", std::abs(little - 1) <= 0.2}};
     j["shutdown"] = {{"clean", stop.clean()}, {"exit_code", stop.exit_code}, {"killed", stop.killed},
                      {"leftover_processes", stop.leftover}, {"stop_s", stop.stop_s},
                      {"describe", stop.describe()}};
 
     if (!r.fatal.empty()) j["error"] = r.fatal;
-    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(cmd.log_path) + ")";
+    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(lo.log_path) + ")";
     else if (out.interrupted) j["error"] = "interrupted";
     else if (!stop.clean()) j["error"] = "server broke the shutdown contract: " + stop.describe();
     else if (r.requests == 0) j["error"] = "no request was answered correctly";
     else j["status"] = "ok";
 
-    write_json_file((dir / "hist" / (cell.stem() + ".json")).string(), r.latency.spectrum_json());
+    json hist = r.latency.spectrum_json();
+    if (spec.rate > 0) hist["uncorrected"] = r.latency_uncorrected.spectrum_json();
+    write_json_file((dir / "hist" / (cell.stem() + ".json")).string(), hist);
     json series = json::array();
     for (const TreeSample& t : sampler.samples())
         series.push_back({t.t_s, t.pss_kib, t.rss_kib, t.threads, t.processes, t.fds,
@@ -291,14 +331,19 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     write_json_file((dir / "series" / (cell.stem() + ".json")).string(),
                     {{"columns", {"t_s", "pss_kib", "rss_kib", "threads", "processes", "fds",
                                   "cpu_user_s", "cpu_sys_s", "tcp_mem_kib"}},
-                     {"rows", series}});
+                     {"rows", series},
+                     {"load", load_series_json(r)}});
     return out;
 }
 
 std::string summary_line(const json& j) {
     if (j["status"] != "ok") return "FAILED: " + j["error"].get<std::string>();
     const json& s = j["server"];
-    std::string line = fmt::format(
+    std::string line;
+    if (j.contains("latency_uncorrected_us"))
+        line += fmt::format("open {:>9.0f} req/s offered  p99 uncorrected {:>7.0f} µs  ",
+                            j["load"]["offered_rps"].get<double>(), j["latency_uncorrected_us"]["p99"].get<double>());
+    line += fmt::format(
         "{:>9.0f} req/s  p50 {:>7.0f} µs  p99 {:>7.0f} µs  server {:>5.1f} µs/req  PSS {:>6.1f} MiB  fds {:>5}",
         j["throughput_rps"].get<double>(), j["latency_us"]["p50"].get<double>(),
         j["latency_us"]["p99"].get<double>(), s["cpu_us_per_req"].get<double>(),
@@ -308,6 +353,11 @@ std::string summary_line(const json& j) {
         line += fmt::format("  [server CPU {:.0f} % busy with other work: machine not quiet]",
                             100 * j["server_cpus"]["not_server"].get<double>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
+    if (j.contains("idle") && j["idle"].contains("pss_bytes_per_idle"))
+        line += fmt::format("  {:.0f} B PSS per idle connection", j["idle"]["pss_bytes_per_idle"].get<double>());
+    if (j.contains("idle") && j["idle"]["dropped"].get<int>() > 0)
+        line += fmt::format("  [{} of {} idle connections dropped]", j["idle"]["dropped"].get<int>(),
+                            j["idle"]["established"].get<int>());
     if (int starved = j["fairness"]["starved_connections"].get<int>())
         line += fmt::format("  [{} of {} connections got no answer in the window]", starved,
                             j["connections_established"].get<int>());
@@ -354,9 +404,30 @@ int run_profile(const RunOptions& o) {
         dir = fs::path(o.results_root) / run_id;
         fs::create_directories(dir);
         std::ofstream(dir / "profile.toml") << p.text;
-        write_json_file((dir / "meta.json").string(), make_meta(run_id, p));
+        json meta = make_meta(run_id, p);
+        // The reference servers' versions and effective settings (Apache's MPM defaults of Debian).
+        for (const auto& name : p.models)
+            if (const ModelInfo* m = find_model(registry, name); m && m->reference)
+                meta["reference_servers"][name] = reference_meta(*m, p.workers_for(*m));
+        write_json_file((dir / "meta.json").string(), meta);
     }
-    for (const char* sub : {"logs", "hist", "series", "docroot"}) fs::create_directories(dir / sub);
+    for (const char* sub : {"logs", "hist", "series", "servers", "docroot"}) fs::create_directories(dir / sub);
+    // The client holds as many connections as the profile asks for: one fd each, up to the hard limit.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        int most = 0;
+        for (const auto& wname : p.workloads)
+            for (int c : p.connections_of(wname)) most = std::max(most, c);
+        if (rl.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(most) + 64 > rl.rlim_cur)
+            fmt::print(stderr,
+                       "concbench: warning: open files are limited to {} (hard limit), fewer than {} "
+                       "connections need on each side: cells that large will establish fewer (raise "
+                       "`ulimit -Hn`)\n", rl.rlim_cur, most + 64);
+    }
     // The files the profile's file workloads ask for, made once per run (pattern bytes, so the
     // client checks every byte without reading them).
     for (const auto& wname : p.workloads) {
@@ -371,7 +442,8 @@ int run_profile(const RunOptions& o) {
     const std::string jsonl = (dir / "results.jsonl").string();
 
     std::vector<Cell> cells = plan(p);
-    std::set<std::string> done = finished_cells(jsonl);
+    std::map<std::string, double> done = finished_cells(jsonl);
+    const size_t already = done.size();
     size_t todo = 0;
     for (const auto& c : cells) todo += !done.count(c.id());
 
@@ -382,6 +454,12 @@ int run_profile(const RunOptions& o) {
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
     pin_thread(p.client_cpus);  // the runner, its sampler and its load threads stay off the server's CPUs
+    // Servers inherit the descriptor limit: raise the soft one to the hard one before any starts,
+    // so a C10K cell measures the model, not a default of 1024.
+    if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     fmt::print("concbench: run {} — profile '{}': {} cells ({} to run), server on CPU {}, client on CPU {}\n",
                run_id, p.name, cells.size(), todo, fmt::join(p.server_cpus, ","), fmt::join(p.client_cpus, ","));
@@ -396,25 +474,29 @@ int run_profile(const RunOptions& o) {
         if (done.count(cell.id())) continue;
         double elapsed = duration<double>(steady_clock::now() - t0).count();
         double per = ran ? elapsed / ran : est_cell;
-        fmt::print("[{:>3}/{}] {:<10} {:<10} c={:<6} r{}  (ETA {}) ", index, cells.size(), cell.model,
-                   cell.workload, cell.connections, cell.repetition, human_duration(per * (todo - ran)));
+        fmt::print("[{:>3}/{}] {:<10} {:<10} c={:<6}{} r{}{}  (ETA {}) ", index, cells.size(), cell.model,
+                   cell.workload, cell.connections, cell.idle ? fmt::format(" idle={}", cell.idle) : "",
+                   cell.repetition, cell.step >= 0 ? fmt::format(" open {:g} %", cell.fraction * 100) : "",
+                   human_duration(per * (todo - ran)));
         std::fflush(stdout);
         const ModelInfo* m = find_model(registry, cell.model);
-        CellRun cr = run_cell(cell, p, *m, registry, run_id, dir);
+        const double closed_max = cell.step >= 0 && done.count(cell.closed_id()) ? done[cell.closed_id()] : 0;
+        CellRun cr = run_cell(cell, p, *m, registry, run_id, dir, closed_max);
         if (cr.interrupted) {
             fmt::print("interrupted\n");
             break;
         }
         append_jsonl(jsonl, cr.line);
+        done[cell.id()] = cr.line["status"] == "ok" ? cr.line["throughput_rps"].get<double>() : 0.0;
         ++ran;
         failed += cr.line["status"] != "ok";
         fmt::print("{}\n", summary_line(cr.line));
         std::fflush(stdout);
     }
-    if (g_interrupted && done.size() + ran < cells.size()) {
+    if (g_interrupted && already + ran < cells.size()) {
         fmt::print(stderr,
                    "concbench: interrupted; {} finished cell(s) kept in {}. Continue with: concbench run --resume {}\n",
-                   done.size() + ran, jsonl, run_id);
+                   already + ran, jsonl, run_id);
         return 130;
     }
     fmt::print("concbench: {} cell(s) run in {}, {} failed. Results: {}\n", ran,

@@ -2,6 +2,7 @@
 // significant digits, constant-time record(), mergeable, no locks (one per thread, merged after).
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -32,6 +33,13 @@ public:
     // {"count","min_us","max_us","mean_us","percentiles":[[p, us], ...]} at the usual HdrHistogram
     // spectrum points (0, 50, 75, 87.5, ... 99.9999, 100).
     nlohmann::json spectrum_json() const;
+
+    // The non-empty slots as (slot, count): a compact copy of a sparse histogram (one second of
+    // a time series holds a few hundred slots, not 27,000), added back with add_slots(). The
+    // exact min/max/mean are not carried: a histogram rebuilt from slots reports slot values.
+    using Slots = std::vector<std::pair<uint32_t, uint64_t>>;
+    Slots slots() const;
+    void add_slots(const Slots& slots);
 
 private:
     std::size_t index_of(uint64_t v) const;

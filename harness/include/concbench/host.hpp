@@ -17,6 +17,19 @@ struct ServerCommand {
     std::vector<std::string> args;   // without argv[0]
     std::vector<int> cpus;           // pin the server (and what it forks) here; empty: no pinning
     std::string log_path;            // the server's stderr goes here ("" = /dev/null)
+    // Readiness: 0 = the server prints "listening <host>:<port>" on stdout (our models); else it
+    // prints nothing (nginx, Apache: its stdout goes to log_path too) and is ready once a TCP
+    // connection to ready_host:ready_port succeeds and, if ready_probe is set, the bytes it
+    // sends there are answered with a reply starting with ready_expect. (A bare connect only
+    // says listen() was called: Apache listens before it installs its signal handlers and forks
+    // its children.)
+    std::string ready_host = "127.0.0.1";
+    uint16_t ready_port = 0;
+    std::string ready_probe;
+    std::string ready_expect;
+    // Raise the server's soft RLIMIT_NOFILE to the hard limit (a run holds 10,000 connections).
+    // Off, it inherits ours: tests lower it to see a server run out of fds.
+    bool raise_nofile = false;
 };
 
 struct StopReport {
@@ -32,7 +45,9 @@ struct StopReport {
 
 class ServerProcess {
 public:
-    // Starts the server and waits up to `ready_timeout` for "listening <host>:<port>". On
+    // Starts the server and waits up to `ready_timeout` for it to be ready (see ServerCommand).
+    // The server gets SIGTERM if the calling thread ends first (PR_SET_PDEATHSIG): start servers
+    // from a thread that outlives them (the runner's and the tests' main thread). On
     // failure returns nullptr and sets `error` to one line (including the server's last stderr
     // line when it died). `interrupted`, if set during the wait, abandons it.
     static std::unique_ptr<ServerProcess> start(const ServerCommand& cmd,
@@ -52,6 +67,9 @@ public:
 
 private:
     ServerProcess() = default;
+    bool wait_connectable(const ServerCommand& cmd, std::chrono::steady_clock::time_point deadline,
+                          std::chrono::milliseconds ready_timeout, std::string& error,
+                          const volatile bool* interrupted);
     pid_t pid_ = -1;
     bool reaped_ = false;
     int status_ = 0;

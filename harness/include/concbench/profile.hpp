@@ -17,6 +17,10 @@ struct Profile {
     std::vector<std::string> models;
     std::vector<std::string> workloads;
     std::vector<int> connections;
+    std::vector<int> idle_connections = {0};  // idle keep-alive connections held through each cell
+    std::vector<double> rate_sweep;        // open-loop steps, fractions of the closed-loop maximum
+    int pipeline = 1;                      // requests in flight per connection (closed loop)
+    double request_timeout_s = 10;
     int repetitions = 1;
     double warmup_s = 1;
     double duration_s = 5;

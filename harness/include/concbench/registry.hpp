@@ -1,10 +1,32 @@
 // Registry: the models, discovered from models/*/model.toml. Nothing in the harness lists models
 // by hand; it reads mechanism, structure and workloads from here.
 #pragma once
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace concbench {
+
+// How a real server that the project does not build (mechanism "reference": nginx, Apache) is
+// launched, from the [reference] table of its model.toml. The runner writes `config` (a template
+// in the model's folder, @name@ placeholders) and `files` into the cell's own directory, runs
+// `command` in the foreground, and knows it is ready by connecting to its port (`readiness`).
+struct ReferenceLaunch {
+    std::vector<std::string> command;          // argv; command[0] an absolute path; @name@ placeholders
+    std::string config_template;               // absolute path of the template
+    std::string config_name;                   // the file name it is written to
+    std::map<std::string, std::string> files;  // more files written beside it: name -> content
+    std::vector<std::string> version_command;  // prints the server's version (recorded in meta.json)
+    std::string package;                       // the Debian package that installs command[0]
+    std::string run_as;                        // user its workers run as when started by root
+    // It prints no listening line. "connect": ready when its port accepts; "http": when it
+    // answers `GET / HTTP/1.0` with any HTTP status line (listening is not yet serving).
+    std::string readiness = "connect";
+    // Settings stated in the results and usable in the template as @name@ (e.g. Apache's MPM
+    // defaults): name -> value as written.
+    std::map<std::string, std::string> settings;
+};
 
 struct ModelInfo {
     std::string name;
@@ -18,10 +40,19 @@ struct ModelInfo {
     int workers = 0;          // > 0: the model takes --workers N and this is its default
     std::string binary;       // file name under the bin dir
     std::string toml_path;
-    std::string binary_path;  // absolute
-    bool built = false;
+    std::string binary_path;  // absolute (a reference model: its command[0])
+    bool built = false;       // the binary exists (a reference model: its package is installed)
+    std::optional<ReferenceLaunch> reference;      // set exactly when mechanism is "reference"
+    // [verify] skip: conformance cases this model does not take part in -> why (e.g. a reference
+    // server's configuration has no /bytes route). Every other case applies to it.
+    std::map<std::string, std::string> verify_skip;
 
     bool serves(const std::string& workload) const;
+    bool is_reference() const { return reference.has_value(); }
+    // Empty if the conformance case applies to this model, else the reason it does not.
+    std::string skips(const std::string& verify_case) const;
+    // What to do when it is not built: "run make build" or "install Debian package nginx (make deps)".
+    std::string how_to_build() const;
 };
 
 inline const std::vector<std::string> kMechanisms = {"blocking", "readiness", "completion", "reference"};

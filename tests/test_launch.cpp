@@ -1,0 +1,214 @@
+// The launcher: templates, the registry's [reference] table, and a reference-style launch of a
+// real server (Python's http.server, which prints no readiness line) — independent of nginx and
+// Apache being installed; tests/test_models.cpp runs the real reference models.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "concbench/launch.hpp"
+#include "concbench/registry.hpp"
+
+using namespace concbench;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(RenderTemplate, ReplacesPlaceholdersAndLeavesOtherAtSigns) {
+    std::map<std::string, std::string> v = {{"port", "8080"}, {"workers", "150"}, {"dir", "/x"}};
+    EXPECT_EQ(render_template("listen @port@; root @dir@/a;", v, "t"), "listen 8080; root /x/a;");
+    EXPECT_EQ(render_template("ServerLimit @workers/25@", v, "t"), "ServerLimit 6");   // 150/25
+    EXPECT_EQ(render_template("@workers/7@", v, "t"), "22");                          // rounded up
+    EXPECT_EQ(render_template("user@example.org, location @fallback {", v, "t"),
+              "user@example.org, location @fallback {");
+    EXPECT_EQ(render_template("@@ @ @port", v, "t"), "@@ @ @port");
+}
+
+TEST(RenderTemplate, UnknownPlaceholderNamesItAndTheFile) {
+    std::string e = error_of([] { render_template("x @nope@ y", {{"port", "1"}}, "conf.in"); });
+    EXPECT_NE(e.find("conf.in"), std::string::npos) << e;
+    EXPECT_NE(e.find("@nope@"), std::string::npos) << e;
+    EXPECT_NE(e.find("port"), std::string::npos) << e;  // the known names
+    e = error_of([] { render_template("@dir/2@", {{"dir", "/x"}}, "conf.in"); });
+    EXPECT_NE(e.find("whole number"), std::string::npos) << e;
+}
+
+TEST(PickFreePort, GivesABindablePort) {
+    uint16_t p = pick_free_port("127.0.0.1");
+    ASSERT_NE(p, 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(p);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    close(fd);
+}
+
+class ReferenceRegistry : public testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("concbench-launch-" + std::to_string(getpid()));
+        fs::create_directories(dir_ / "models" / "pyhttp");
+        fs::permissions(dir_, fs::perms::all);
+        // Python's http.server as a "reference server": serves @dir@, prints nothing useful on stdout.
+        write("models/pyhttp/index.html.in", "@greeting@ @workers@");
+        toml_ = R"(name = "pyhttp"
+description = "Python's http.server"
+mechanism = "reference"
+structure = "one thread"
+workloads = ["hello"]
+workers = 1
+[reference]
+command = ["/usr/bin/python3", "-m", "http.server", "--bind", "@host@", "--directory", "@dir@", "@port@"]
+config = "index.html.in"
+config_name = "index.html"
+files = { "hello.txt" = "Hello, World!" }
+version = ["/usr/bin/python3", "--version"]
+package = "python3"
+readiness = "http"
+settings = { greeting = "hi" }
+[verify]
+skip = { echo = "HTTP only" }
+)";
+        write("models/pyhttp/model.toml", toml_);
+    }
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    void write(const std::string& rel, const std::string& text) { std::ofstream(dir_ / rel) << text; }
+    std::vector<ModelInfo> load() { return load_registry((dir_ / "models").string(), "/nonexistent"); }
+    fs::path dir_;
+    std::string toml_;
+};
+
+TEST_F(ReferenceRegistry, ReadsTheReferenceAndVerifyTables) {
+    auto reg = load();
+    ASSERT_EQ(reg.size(), 1u);
+    const ModelInfo& m = reg[0];
+    ASSERT_TRUE(m.is_reference());
+    EXPECT_EQ(m.binary_path, "/usr/bin/python3");
+    EXPECT_TRUE(m.built);
+    EXPECT_EQ(m.reference->config_name, "index.html");
+    EXPECT_EQ(m.reference->files.at("hello.txt"), "Hello, World!");
+    EXPECT_EQ(m.skips("echo"), "HTTP only");
+    EXPECT_EQ(m.skips("hello"), "");
+    nlohmann::json meta = reference_meta(m, 3);
+    EXPECT_NE(meta["version"].get<std::string>().find("Python 3"), std::string::npos) << meta.dump();
+    EXPECT_EQ(meta["settings"]["workers"], 3);
+}
+
+TEST_F(ReferenceRegistry, RefusesAReferenceModelWithoutItsTableAndBadKeys) {
+    auto expect_refused = [&](const std::string& from, const std::string& to, const std::string& says) {
+        std::string t = toml_;
+        t.replace(t.find(from), from.size(), to);
+        write("models/pyhttp/model.toml", t);
+        std::string e = error_of([&] { load(); });
+        EXPECT_NE(e.find(says), std::string::npos) << "expected '" << says << "' in: " << e;
+        EXPECT_NE(e.find("model.toml:"), std::string::npos) << e;
+    };
+    expect_refused("[reference]", "[elsewhere]", "unknown key 'elsewhere'");
+    expect_refused("mechanism = \"reference\"", "mechanism = \"blocking\"", "exactly when mechanism");
+    expect_refused("config = \"index.html.in\"", "config = \"missing.in\"", "not found");
+    expect_refused("readiness = \"http\"", "readiness = \"line\"", "not supported");
+    expect_refused("\"/usr/bin/python3\", \"-m\"", "\"python3\", \"-m\"", "absolute path");
+    expect_refused("skip = {", "skop = {", "unknown key 'verify.skop'");
+}
+
+TEST_F(ReferenceRegistry, MissingBinaryIsOneLineNamingThePackage) {
+    std::string t = toml_;
+    const std::string from = "command = [\"/usr/bin/python3\"";
+    t.replace(t.find(from), from.size(), "command = [\"/usr/sbin/no-such-srv\"");
+    write("models/pyhttp/model.toml", t);
+    auto reg = load();
+    ASSERT_FALSE(reg[0].built);
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    std::string err;
+    EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(2), err));
+    EXPECT_NE(err.find("/usr/sbin/no-such-srv not found"), std::string::npos) << err;
+    EXPECT_NE(err.find("install Debian package python3 (make deps)"), std::string::npos) << err;
+}
+
+TEST_F(ReferenceRegistry, LaunchesRendersServesAndStopsByGroup) {
+    auto reg = load();
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    o.log_path = (dir_ / "server.log").string();
+    o.workers = 4;
+    std::string err;
+    auto s = launch_server(reg[0], o, std::chrono::seconds(10), err);
+    ASSERT_TRUE(s) << err;
+    EXPECT_NE(s->port(), 0);
+    // The template and the extra file were written, with settings and variables substituted.
+    std::ifstream idx(dir_ / "run" / "index.html");
+    std::string text((std::istreambuf_iterator<char>(idx)), {});
+    EXPECT_EQ(text, "hi 4");
+    EXPECT_TRUE(fs::exists(dir_ / "run" / "hello.txt"));
+    // The measured process is the server itself, not a wrapper.
+    std::ifstream comm("/proc/" + std::to_string(s->pid()) + "/comm");
+    std::string name;
+    comm >> name;
+    EXPECT_EQ(name.rfind("python3", 0), 0u) << name;
+    // It answers on the port the launcher chose.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(s->port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    std::string req = "GET /hello.txt HTTP/1.0\r\n\r\n";
+    ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    std::string got;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) got.append(buf, n);
+    close(fd);
+    EXPECT_NE(got.find(" 200 "), std::string::npos) << got;
+    EXPECT_NE(got.find("Hello, World!"), std::string::npos) << got;
+    pid_t pgid = s->pid();
+    StopReport r = s->stop(std::chrono::seconds(5));
+    EXPECT_EQ(r.leftover, 0);
+    EXPECT_FALSE(r.killed) << r.describe();
+    EXPECT_EQ(live_processes_in_group(pgid), 0);
+}
+
+TEST_F(ReferenceRegistry, AServerThatExitsIsReportedWithItsLastLogLine) {
+    std::string t = toml_;
+    const std::string from = "\"-m\", \"http.server\"";
+    t.replace(t.find(from), from.size(), "\"-m\", \"no_such_module_xyz\"");
+    write("models/pyhttp/model.toml", t);
+    auto reg = load();
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    o.log_path = (dir_ / "server.log").string();
+    std::string err;
+    EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(10), err));
+    EXPECT_NE(err.find("exited before it was ready"), std::string::npos) << err;
+    EXPECT_NE(err.find("no_such_module_xyz"), std::string::npos) << err;
+}
+
+TEST_F(ReferenceRegistry, EchoIsRefusedForAnHttpReferenceServer) {
+    auto reg = load();
+    LaunchOptions o;
+    o.proto = "echo";
+    o.work_dir = (dir_ / "run").string();
+    std::string err;
+    EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(2), err));
+    EXPECT_NE(err.find("does not speak 'echo'"), std::string::npos) << err;
+}
+
+}  // namespace
