@@ -447,6 +447,14 @@ TEST_P(ModelTest, DelayWaitsWithoutHoldingUpOtherConnections) {
     EXPECT_LT(waited, 1.5);
     EXPECT_EQ(slow.response().body, "Hello, World!");  // the pipelined request, after it
 
+    // Never early, not even by a fraction of a millisecond (a timer rounded down would be).
+    for (int i = 0; i < 15; ++i) {
+        auto t = steady_clock::now();
+        ASSERT_TRUE(quick.send_all("GET /delay/7 HTTP/1.1\r\n\r\n"));
+        EXPECT_EQ(quick.response().status, 200);
+        EXPECT_GE(seconds_since(t), 0.007) << "a 7 ms wait answered early";
+    }
+
     // 40 connections wait 300 ms each at the same time: about 300 ms in all, not 12 s.
     std::vector<std::unique_ptr<Client>> many;
     t0 = steady_clock::now();

@@ -72,13 +72,20 @@ struct Cell {
 // Repetition-major, models innermost: every model is measured once before any is measured
 // again, so drift on a shared machine spreads over all models alike. A rate sweep's steps follow
 // their closed-loop cell, whose throughput they are fractions of.
-std::vector<Cell> plan(const Profile& p) {
+// A model that does not serve a workload (its model.toml does not list the family: nginx has no
+// /delay route) gets no cells for it: it is named in `skipped`, not counted as a failure.
+std::vector<Cell> plan(const Profile& p, const std::vector<ModelInfo>& registry,
+                       std::vector<std::string>& skipped) {
     std::vector<Cell> cells;
+    for (const auto& w : p.workloads)
+        for (const auto& m : p.models)
+            if (!find_model(registry, m)->serves(w)) skipped.push_back(m + " x " + w);
     for (int r = 1; r <= p.repetitions; ++r)
         for (const auto& w : p.workloads)
             for (int c : p.connections_of(w))
                 for (int i : p.idle_connections)
                     for (const auto& m : p.models) {
+                        if (!find_model(registry, m)->serves(w)) continue;
                         cells.push_back({m, w, c, r, i});
                         for (std::size_t k = 0; k < p.rate_sweep.size(); ++k)
                             cells.push_back({m, w, c, r, i, int(k), p.rate_sweep[k]});
@@ -441,7 +448,8 @@ int run_profile(const RunOptions& o) {
     point_latest(o.results_root, run_id);
     const std::string jsonl = (dir / "results.jsonl").string();
 
-    std::vector<Cell> cells = plan(p);
+    std::vector<std::string> skipped;
+    std::vector<Cell> cells = plan(p, registry, skipped);
     std::map<std::string, double> done = finished_cells(jsonl);
     const size_t already = done.size();
     size_t todo = 0;
@@ -464,6 +472,9 @@ int run_profile(const RunOptions& o) {
     fmt::print("concbench: run {} — profile '{}': {} cells ({} to run), server on CPU {}, client on CPU {}\n",
                run_id, p.name, cells.size(), todo, fmt::join(p.server_cpus, ","), fmt::join(p.client_cpus, ","));
     fmt::print("concbench: results in {}\n", dir.string());
+    if (!skipped.empty())
+        fmt::print("concbench: not served, so not run (see each model.toml's workloads): {}\n",
+                   fmt::join(skipped, ", "));
     std::fflush(stdout);
 
     auto t0 = steady_clock::now();

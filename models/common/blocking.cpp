@@ -65,8 +65,10 @@ bool send_all(int fd, const std::string& s) {
 bool sleep_unless_hangup(int client, int ms) {
     auto deadline = steady_clock::now() + milliseconds(ms);
     for (;;) {
-        auto left = duration_cast<milliseconds>(deadline - steady_clock::now()).count();
-        if (left <= 0) return true;
+        auto now = steady_clock::now();
+        if (now >= deadline) return true;
+        // Rounded up: a wait never ends before its time.
+        auto left = ceil<milliseconds>(deadline - now).count();
         pollfd p{client, 0, 0};  // no events asked: only POLLHUP / POLLERR wake it
         int r = poll(&p, 1, static_cast<int>(left));
         if (r > 0) return false;
