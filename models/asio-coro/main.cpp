@@ -6,6 +6,8 @@
 //     io_context's one read buffer (safe to share: nothing suspends between read_some and
 //     feed). An idle connection is a suspended coroutine frame and no read buffer; a
 //     co_await async_read_some(buffer(data)) would keep `data` alive in every frame;
+//   - the session is freed whenever it is at rest (Session::at_rest(), before the next
+//     wait_read) and made again when bytes come, as Boost.Beast makes a parser per request;
 //   - write: co_await async_write of the Outbox's segments, consume(), until the outbox is
 //     empty; the coroutine does not read meanwhile (backpressure);
 //   - errors come back as values: asio::as_tuple(asio::use_awaitable), no exceptions;
@@ -338,7 +340,7 @@ awaitable<bool> carry_out(Worker& w, Socket& sock, Session& s, std::shared_ptr<C
 
 awaitable<void> serve(Worker& w, Socket sock) {
     Registered reg(w, sock);
-    std::unique_ptr<Session> session = make_session(w.opts.proto, w.id);
+    std::unique_ptr<Session> session;  // made when bytes come, freed again at rest
     std::shared_ptr<ClientWatch> watch;  // made on the first effect
     error_code ec;
     sock.non_blocking(true, ec);  // read_some must report would_block, never block the loop
@@ -347,9 +349,15 @@ awaitable<void> serve(Worker& w, Socket sock) {
         if (wait_ec) co_return;
         std::size_t n = sock.read_some(asio::buffer(w.buf), ec);
         if (ec == asio::error::would_block || ec == asio::error::interrupted) continue;
-        if (ec == asio::error::eof) session->peer_closed();
-        else if (ec) co_return;  // reset by peer
-        else session->feed(w.buf, n);
+        if (ec == asio::error::eof) {
+            if (!session) co_return;  // at rest: nothing left to answer
+            session->peer_closed();
+        } else if (ec) {
+            co_return;  // reset by peer
+        } else {
+            if (!session) session = make_session(w.opts.proto, w.id);
+            session->feed(w.buf, n);
+        }
 
         // Write the answers, carry out the effect the session waits on (it is not read
         // meanwhile), and again: a completion may release pipelined requests and a next effect.
@@ -364,6 +372,9 @@ awaitable<void> serve(Worker& w, Socket sock) {
             if (!co_await carry_out(w, sock, *session, watch)) co_return;
         }
         if (session->close_after_write()) co_return;  // the socket closes with the frame
+        // Between requests the session holds nothing a fresh one would not: free it, so an
+        // idle keep-alive connection is its suspended frame and socket alone.
+        if (session->at_rest()) session.reset();
     }
 }
 

@@ -5,6 +5,9 @@
 //     read buffer, fed to the sans-IO session. No read is in flight while idle, so an idle
 //     connection holds no buffer (async_read_some would pin a buffer per connection until data
 //     comes: the buffer must stay valid while the read is pending);
+//   - the session is freed whenever it is at rest (Session::at_rest(), when flush() goes back to
+//     wait_readable) and made again by on_readable when bytes come, as Boost.Beast makes a
+//     parser per request: an idle connection holds no session;
 //   - write: async_write of the Outbox's segments (Outbox::fill -> asio::const_buffer), one write
 //     in flight, consume() in its handler; no read while it is pending (backpressure: a client
 //     that never reads cannot make us buffer without bound);
@@ -139,7 +142,7 @@ public:
     void start() {
         error_code ec;
         sock_.non_blocking(true, ec);  // read_some must report would_block, never block the loop
-        wait_readable();
+        wait_readable();  // no session yet: on_readable makes one when the first bytes come
     }
     // Closes the socket and cancels whatever effect is pending: the timer, the fan-out's backend
     // calls, the file. Pending handlers complete with errors and drop their references.
@@ -173,6 +176,10 @@ private:
         } else if (session_->close_after_write()) {
             close();
         } else {
+            // Between requests the session holds nothing a fresh one would not: free it, and
+            // make a new one when bytes next arrive (on_readable), so an idle keep-alive
+            // connection holds no session.
+            if (session_->at_rest()) session_.reset();
             wait_readable();
         }
     }
@@ -182,7 +189,7 @@ private:
 
     Worker& w_;
     Socket sock_;
-    std::unique_ptr<Session> session_;
+    std::unique_ptr<Session> session_;  // null while the connection is at rest (and before its first bytes)
     std::unique_ptr<Effects> fx_;
 };
 
@@ -267,7 +274,7 @@ Backend::~Backend() {
 }
 
 Conn::Conn(Worker& w, Socket sock)
-    : w_(w), sock_(std::move(sock)), session_(make_session(w.opts.proto, w.id)) {
+    : w_(w), sock_(std::move(sock)) {  // the session comes with the first bytes (on_readable)
     next = w_.conns;
     if (next) next->prev = this;
     w_.conns = this;
@@ -299,9 +306,15 @@ void Conn::on_readable() {
     error_code ec;
     std::size_t n = sock_.read_some(asio::buffer(w_.buf), ec);
     if (ec == asio::error::would_block || ec == asio::error::interrupted) return wait_readable();
-    if (ec == asio::error::eof) session_->peer_closed();
-    else if (ec) return close();  // reset by peer: drop the connection
-    else session_->feed(w_.buf, n);
+    if (ec == asio::error::eof) {
+        if (!session_) return close();  // at rest: nothing left to answer
+        session_->peer_closed();
+    } else if (ec) {
+        return close();  // reset by peer: drop the connection
+    } else {
+        if (!session_) session_ = make_session(w_.opts.proto, w_.id);
+        session_->feed(w_.buf, n);
+    }
     flush();
 }
 

@@ -1,6 +1,7 @@
 # Effects under stress for server-libuv (ctest: libuv_effects): pipelined effects on one
 # connection, clients that reset while a timer, a fan-out or a file read is pending, a slow
-# reader of files, a backend that dies or refuses, SIGTERM with effects in flight. Asserts
+# reader of files, a backend that dies or refuses, SIGTERM with effects in flight; connections
+# at rest (no session held) that come back, half-close or reset. Asserts
 # behaviour only (answers, exit codes, no fd growth), never speed. Usage:
 #   /usr/bin/python3 effects_test.py BUILD/bin/server-libuv
 import os
@@ -98,6 +99,43 @@ def pattern(n):
     return (ALPHA * (n // 64 + 1))[:n]
 
 
+def at_rest(port):
+    # The session is freed whenever the connection is at rest and made again when bytes come:
+    # keep-alive requests after idle pauses, a request split over reads (kept while partial), an
+    # effect after a rest, and peers that half-close or reset an idle connection.
+    s = conn(port)
+    s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    first = read_answers(s, 1)
+    time.sleep(0.05)
+    for piece in (b"GET /bytes/10 HT", b"TP/1.1\r\nHost: x\r", b"\n\r\n"):
+        s.sendall(piece)
+        time.sleep(0.05)
+    split = read_answers(s, 1)
+    time.sleep(0.05)
+    s.sendall(b"GET /delay/5?id=7 HTTP/1.1\r\n\r\n")
+    waited = read_answers(s, 1)
+    time.sleep(0.05)
+    s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    last = read_answers(s, 1)
+    closed = s.recv(1) == b""
+    s.close()
+    check(first == [(200, b"Hello, World!")] and split == [(200, pattern(10))] and waited == [(200, b"delayed 5 ms id 7\n")]
+          and last == [(200, b"Hello, World!")] and closed, "keep-alive across rests: idle pauses, a split request, an effect, close")
+    idle = [conn(port) for _ in range(20)]
+    for x in idle:
+        x.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    ok = all(read_answers(x, 1) == [(200, b"Hello, World!")] for x in idle)
+    time.sleep(0.05)
+    for x in idle[:10]:
+        x.shutdown(socket.SHUT_WR)
+    ok = ok and all(x.recv(1) == b"" for x in idle[:10])
+    for x in idle[10:]:
+        reset(x)
+    for x in idle[:10]:
+        x.close()
+    check(ok and get(port, "/") == (200, b"Hello, World!"), "idle connections at rest: half-close is closed, resets are dropped")
+
+
 def main():
     doc = tempfile.mkdtemp(prefix="libuv-effects-")
     for name, size in (("1k", 1024), ("64k", 65536), ("1m", 1 << 20), ("empty", 0)):
@@ -110,11 +148,17 @@ def main():
     s.sendall(b"GET /delay/5?id=3 HTTP/1.1\r\n\r\nGET /fanout/3/5 HTTP/1.1\r\n\r\nGET /file/1k HTTP/1.1\r\n\r\n"
               b"GET /file/nope HTTP/1.1\r\n\r\nGET /delay/1 HTTP/1.1\r\n\r\nGET /delay/2 HTTP/1.1\r\n\r\n"
               b"GET /file/empty HTTP/1.1\r\n\r\nGET /file/64k HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    at_rest_socks = [conn(fport) for _ in range(5)]  # at rest when SIGTERM comes (below)
+    for x in at_rest_socks:
+        x.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        read_answers(x, 1)
     r = read_answers(s, 9)
     s.close()
     check([a for a in r] == [(200, b"delayed 5 ms id 3\n"), (200, delays(3, 5)), (200, pattern(1024)), (404, r[3][1] if len(r) > 3 else b""),
                              (200, b"delayed 1 ms\n"), (200, b"delayed 2 ms\n"), (200, b""), (200, pattern(65536)),
                              (200, b"Hello, World!")], "pipelined delay, fanout, files and hello answered in order")
+
+    at_rest(fport)
 
     for path in ["/delay/300", "/fanout/10/300", "/file/1m", "/fanout/5/0"]:
         socks = [conn(fport) for _ in range(50)]

@@ -6,6 +6,9 @@
 //     EMFILE trick (a reserved fd per loop, freed to accept-and-close) is the one that applies;
 //   - uv_read_start with an alloc callback that hands out the loop's one 64 KiB buffer: an idle
 //     connection holds no read buffer;
+//   - the Session is freed whenever it is at rest (Session::at_rest(), checked when reading
+//     resumes after an answer) and made again by on_read when bytes come, as Boost.Beast makes
+//     a parser per request: an idle keep-alive connection is its Conn (uv_tcp_t) alone;
 //   - write at once with uv_try_write; only when the socket is full, queue the rest with uv_write
 //     (a write request allocated per queued write, as Node's WriteWrap) and uv_read_stop until its
 //     callback: backpressure;
@@ -164,11 +167,17 @@ static bool start_wait(Conn* c) {
 
 // ---- the connection's driver ----
 
+static void read_on(Conn* c) {
+    if (!c->reading && uv_read_start(c->stream(), on_alloc, on_read) != 0) return close_conn(c);
+    c->reading = true;
+}
+
 // After anything happened on a connection (bytes read, a write done, an effect completed):
 // write out() as far as the socket takes it; then carry out the session's effect, if any, or read
 // on, or close if the session says so. Returns when the connection waits on something.
 void advance(Conn* c) {
     if (worker_of(c).stopping) return close_conn(c);  // a completion while the loop stops
+    if (!c->session) return read_on(c);                // a new connection: no session yet
     for (;;) {
         if (c->closing() || c->writing) return;
         Outbox& out = c->session->out();
@@ -218,8 +227,13 @@ void advance(Conn* c) {
         }
     }
     if (c->session->close_after_write()) return close_conn(c);
-    if (!c->reading && uv_read_start(c->stream(), on_alloc, on_read) != 0) return close_conn(c);
-    c->reading = true;
+    // Between requests the session holds nothing a fresh one would not: free it, and make a new
+    // one when bytes next arrive (on_read), so an idle keep-alive connection is the Conn alone.
+    if (c->session->at_rest()) {
+        delete c->session;
+        c->session = nullptr;
+    }
+    read_on(c);
 }
 
 static void on_write(uv_write_t* req, int status) {
@@ -243,9 +257,11 @@ static void on_write(uv_write_t* req, int status) {
 static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     Conn* c = Conn::of(s);
     if (n > 0) {
+        if (!c->session) c->session = make_session(worker_of(c).opts.proto, worker_of(c).id).release();
         c->session->feed(buf->base, static_cast<std::size_t>(n));
     } else if (n == UV_EOF) {
         c->reading = false;  // libuv stops reading at EOF
+        if (!c->session) return close_conn(c);  // at rest: nothing left to answer
         c->session->peer_closed();
     } else if (n < 0) {
         return close_conn(c);  // reset by peer
@@ -264,9 +280,7 @@ static void on_connection(uv_stream_t* server, int status) {
         return close_conn(c);
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    Worker& w = worker_of(reinterpret_cast<uv_handle_t*>(server));
-    c->session = make_session(w.opts.proto, w.id).release();
-    advance(c);  // nothing to write yet: starts reading
+    advance(c);  // no session until the first bytes come (on_read makes it): starts reading
 }
 
 // Stop: close every handle of this loop (listener, connections, backends, the stop handle
