@@ -245,6 +245,7 @@ TreeSample sample_tree(pid_t root) {
         if (read_at(dir, "smaps_rollup", buf, sizeof buf) > 0) {
             s.rss_kib += find_value(buf, "Rss:");
             s.pss_kib += find_value(buf, "Pss:");
+            s.pss_anon_kib += find_value(buf, "Pss_Anon:");
         }
         s.fds += count_fds(dir);
         ::close(dir);

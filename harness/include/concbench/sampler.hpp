@@ -18,6 +18,9 @@ struct TreeSample {
     double t_s = 0;               // seconds since the sampler started
     uint64_t rss_kib = 0;         // summed over processes (counts shared pages many times)
     uint64_t pss_kib = 0;         // summed over processes: the honest memory of the tree
+    // Its anonymous part (heap, stacks, buffers): unlike file-backed pages, whose share moves
+    // when other processes map the same libraries, it changes only with the tree's own memory.
+    uint64_t pss_anon_kib = 0;
     uint64_t threads = 0;         // summed over processes
     uint64_t processes = 0;
     uint64_t fds = 0;             // open fds summed over processes
