@@ -31,6 +31,7 @@ bench: build
 	$(PYTHON) scripts/plot.py results/latest || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
 	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/"; \
+	if [ $$rc -eq 1 ]; then echo "bench: some cells failed — each with its reason in the summary above (a pool that cannot hold 10,000 idle connections fails there: that is its result)"; rc=0; fi; \
 	exit $$rc
 
 # The classic comparison: real nginx and Apache (prefork, worker, event) beside every model of
@@ -42,6 +43,7 @@ bench-classic: build
 	$(PYTHON) scripts/plot.py results/latest --classic hello || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
 	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-throughput.png, classic-pss.png"; \
+	if [ $$rc -eq 1 ]; then echo "bench-classic: some cells failed — each with its reason in the summary above; the charts mark where each line stops and why"; rc=0; fi; \
 	exit $$rc
 
 plot:
