@@ -11,7 +11,8 @@
 //     calls on non-blocking backend connections from the worker's pool (kept open, re-used,
 //     watched while idle so a backend close is noticed) and a counter completes it; a file goes
 //     out with non-blocking sendfile() as the socket takes it. A connection with an effect in
-//     progress is not read (its input waits in the kernel, as with output pending);
+//     progress is still read (a reset is seen at once; pipelined input is held by the session)
+//     until 64 KiB have arrived meanwhile;
 //   - --workers N: N such loops, one thread each, each with its own listening socket on the same
 //     port (SO_REUSEPORT: the kernel spreads new connections) — nginx's worker layout. The thread
 //     that reads SIGTERM from the signalfd writes an eventfd every other loop watches.
@@ -45,6 +46,7 @@ namespace {
 // CONCBENCH_MODEL is the model folder's name ("epoll", "poll", "select"): see concbench_add_model.
 constexpr ModelTraits kTraits{CONCBENCH_MODEL, true, 1};
 constexpr std::size_t kReadBuffer = 64 * 1024;
+constexpr std::size_t kMaxHeldInput = 64 * 1024;  // input held while an effect is under way
 
 struct Worker;
 struct Conn;
@@ -65,6 +67,7 @@ struct EffectState final : Timer {
     Conn* conn;
     bool active = false;              // the effect is under way (a timer armed, calls out)
     bool starting = false;            // fan-out: its calls are being sent (completions wait)
+    std::size_t held_input = 0;       // bytes read while it was under way (held by the session)
     std::vector<std::string> bodies;  // fan-out: the answers so far
     std::vector<Backend*> calls;      // fan-out: the calls still out
     int pending = 0;
@@ -80,6 +83,7 @@ struct Conn final : Watcher {
     std::unique_ptr<Session> session;
     std::unique_ptr<EffectState> fx;
     bool closed = false;
+    bool eof = false;  // the peer closed its side (nothing more to read)
     Conn *prev = nullptr, *next = nullptr;  // the worker's list of open connections
     void on_ready(int ready) override;
 };
@@ -182,8 +186,10 @@ struct Worker {
                 continue;
             }
             if (s.busy()) {
-                if (fx && fx->active) {  // under way: nothing to do until it completes
-                    reactor.set(*c, 0);
+                if (fx && fx->active) {
+                    // Under way. Keep reading (the session holds what comes, and a reset is seen
+                    // at once) unless more than kMaxHeldInput arrived meanwhile: backpressure.
+                    reactor.set(*c, fx->held_input < kMaxHeldInput && !c->eof ? kReadable : 0);
                     return true;
                 }
                 start_effect(c);
@@ -203,6 +209,7 @@ struct Worker {
         EffectState& fx = *c->fx;
         Session& s = *c->session;
         const Effect& e = s.effect();
+        fx.held_input = 0;
         switch (e.kind) {
             case Effect::Kind::wait:
                 fx.active = true;
@@ -404,9 +411,11 @@ void Conn::on_ready(int ready) {
     }
     ssize_t n = read(fd, w.buf, sizeof w.buf);
     if (n > 0) {
+        if (fx && fx->active) fx->held_input += static_cast<std::size_t>(n);
         session->feed(w.buf, static_cast<std::size_t>(n));
         w.progress(this);
     } else if (n == 0) {
+        eof = true;
         session->peer_closed();
         w.progress(this);
     } else if (errno != EAGAIN && errno != EINTR) {
