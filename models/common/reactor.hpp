@@ -74,6 +74,7 @@ public:
     // callback may close another watcher that is still in the same batch).
     void run(const std::function<void()>& after_batch = {});
     void stop() { running_ = false; }
+    bool running() const { return running_; }
     const char* backend() const { return backend_name(); }
 
 private:

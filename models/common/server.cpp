@@ -204,6 +204,13 @@ int accept_connection(int listen_fd, bool nonblocking) {
             warn("accept: %s: closing new connections until fds free up", strerror(errno));
         static std::mutex reserve_mu;  // workers share the reserve fd
         std::lock_guard<std::mutex> lock(reserve_mu);
+        // Lost last time (another thread took the freed number first): try to get it back.
+        if (g_reserve_fd < 0) g_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (g_reserve_fd < 0 && !nonblocking) {
+            // Nothing to shed with: the listener stays readable, and a blocking acceptor would
+            // spin on it. Pause instead (an event loop pauses its listener by its own timer).
+            poll(nullptr, 0, 10);
+        }
         if (g_reserve_fd >= 0) {
             close(g_reserve_fd);
             // Linux reports EMFILE before it waits, so on a blocking listener take the pending

@@ -88,9 +88,12 @@ struct Conn final : Watcher {
     void on_ready(int ready) override;
 };
 
-struct Listener final : Watcher {
+// Out of fds, it sheds what is pending and stops watching the listener for 10 ms (a timer), as
+// the uring and Asio models do, instead of spinning on a listener that stays readable.
+struct Listener final : Watcher, Timer {
     Worker* wk;
     void on_ready(int) override;
+    void on_timer() override;
 };
 
 // The signalfd (one worker) or the shared stop eventfd (the others, with --workers N > 1).
@@ -365,6 +368,7 @@ struct Worker {
     void run() {
         has_backend = backend_address(opts, backend_addr);
         reactor.run([this] { free_dead(); });
+        reactor.disarm(listener);
         reactor.set(listener, 0);
         close(listener.fd);
         while (conns) close_conn(conns);
@@ -427,9 +431,20 @@ void Listener::on_ready(int) {
     // Take what is pending, in a bounded batch so established connections are not starved.
     for (int i = 0; i < 64; ++i) {
         int fd = accept_connection(this->fd, true);
-        if (fd >= 0) wk->open_conn(fd);
-        else if (errno != EMFILE) break;
+        if (fd >= 0) {
+            wk->open_conn(fd);
+        } else if (errno == EMFILE) {
+            wk->reactor.set(*this, 0);
+            wk->reactor.arm(*this, 10);
+            return;
+        } else {
+            break;
+        }
     }
+}
+
+void Listener::on_timer() {
+    if (wk->reactor.running()) wk->reactor.set(*this, kReadable);
 }
 
 void Stop::on_ready(int) {
