@@ -52,50 +52,23 @@
 #include <utility>
 #include <vector>
 
+#include "asio_common.hpp"
 #include "server.hpp"
 
 using namespace concbench;
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
+using namespace concbench::asio_models;
 
 namespace {
 
 constexpr ModelTraits kTraits{"asio-coro", true, 1};
 constexpr std::size_t kReadBuffer = 64 * 1024;
-constexpr int kMaxSegments = 16;
 
-// The io_context's own executor type instead of the type-erased any_io_executor default: each
-// operation then dispatches without the erased executor's indirections.
-using Executor = asio::io_context::executor_type;
-using Socket = tcp::socket::rebind_executor<Executor>::other;
-using Acceptor = tcp::acceptor::rebind_executor<Executor>::other;
-using Timer = asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>;
 template <class T>
 using awaitable = asio::awaitable<T, Executor>;
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable_t<Executor>{});  // co_await gives [ec, ...]
-
-// Several of the Outbox's segments as an Asio buffer sequence; async_write keeps its own copy.
-struct Segments {
-    std::array<asio::const_buffer, kMaxSegments> b;
-    std::size_t n;
-    Segments(const iovec* iov, int count) : n(static_cast<std::size_t>(count)) {
-        for (std::size_t i = 0; i < n; ++i) b[i] = asio::const_buffer(iov[i].iov_base, iov[i].iov_len);
-    }
-    const asio::const_buffer* begin() const { return b.data(); }
-    const asio::const_buffer* end() const { return b.data() + n; }
-};
-
-// Starts writing the Outbox's pending bytes (one async_write, all of them or the first
-// kMaxSegments segments). One segment, the common case, takes Asio's single-buffer path.
-template <class Token>
-auto write_out(Socket& sock, const Outbox& out, Token&& token) {
-    iovec iov[kMaxSegments];
-    int n = out.fill(iov, kMaxSegments);
-    if (n == 1)
-        return asio::async_write(sock, asio::const_buffer(iov[0].iov_base, iov[0].iov_len), std::forward<Token>(token));
-    return asio::async_write(sock, Segments(iov, n), std::forward<Token>(token));
-}
 
 struct Worker;
 
@@ -424,15 +397,8 @@ int main(int argc, char** argv) {
         auto w = std::make_unique<Worker>();
         int fd = listen_socket(opts, n > 1);
         w->opts = opts;
-        sockaddr_in backend;
-        if (backend_address(opts, backend)) {
-            w->has_backend = true;
-            w->backend = tcp::endpoint(asio::ip::address_v4(ntohl(backend.sin_addr.s_addr)), ntohs(backend.sin_port));
-        }
-        sockaddr_storage ss{};
-        socklen_t len = sizeof ss;
-        getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-        w->acceptor.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+        w->has_backend = backend_endpoint(opts, w->backend);
+        adopt_listener(w->acceptor, fd);
         co_spawn(w->ctx, accept_loop(*w), asio::detached);
         workers.push_back(std::move(w));
     }
