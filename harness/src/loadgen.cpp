@@ -219,6 +219,7 @@ private:
     void on_phase(int phase, uint64_t now);
     void open_pending(uint64_t now);
     void finish_setup();
+    void replace(Conn& c, uint64_t now);
     void dispatch(Conn& c, uint32_t events);
     void scan(uint64_t now);
     void run_heap(uint64_t now);
@@ -729,14 +730,7 @@ bool Worker::complete_one(Conn& c, uint64_t now) {
             return false;
         }
         close_conn(c);
-        if (!sending()) {
-            c.st = St::down;
-        } else if (open_ && !keep_alive_) {
-            c.st = St::parked;
-            schedule(c, now);
-        } else {
-            open_conn(c, now);
-        }
+        replace(c, now);
         return false;
     }
     if (c.inflight == 0) c.st = St::ready;
@@ -781,6 +775,12 @@ void Worker::fail(Conn& c, Err kind, uint64_t now) {
     close_conn(c);
     c.inflight = 0;
     c.out_pending = 0;
+    replace(c, now);
+}
+
+// After a closed connection: its slot opens a new one (connection per request, or a broken one
+// replaced), waits for its next intended time (open loop), or stays down once sending ended.
+void Worker::replace(Conn& c, uint64_t now) {
     if (!sending()) {
         c.st = St::down;
     } else if (open_ && !keep_alive_) {
