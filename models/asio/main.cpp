@@ -62,6 +62,9 @@ namespace {
 
 constexpr ModelTraits kTraits{"asio", true, 1};
 constexpr std::size_t kReadBuffer = 64 * 1024;
+// Asio's reactive_wait_op for wait_readable's handler (a shared_ptr and the allocator): 112 bytes
+// with Boost 1.81 on x86-64. A larger operation still works, from the heap (HandlerMemory).
+constexpr std::size_t kWaitMemory = 112;
 
 struct Worker;
 class Conn;
@@ -124,9 +127,13 @@ public:
 
 private:
     void wait_readable() {
-        sock_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-            if (!ec) self->on_readable();
-        });
+        // The wait's operation is built in wait_mem_ (see HandlerMemory): an idle connection is
+        // then two allocations, this Conn and Asio's reactor state for its socket.
+        sock_.async_wait(tcp::socket::wait_read,
+                         asio::bind_allocator(HandlerAllocator<int, kWaitMemory>(wait_mem_),
+                                              [self = shared_from_this()](error_code ec) {
+                                                  if (!ec) self->on_readable();
+                                              }));
     }
     void on_readable();
     // Writes out(), then carries out the pending effect if any, then reads again (or closes).
@@ -163,6 +170,7 @@ private:
     Socket sock_;
     std::unique_ptr<Session> session_;  // null while the connection is at rest (and before its first bytes)
     std::unique_ptr<Effects> fx_;
+    HandlerMemory<kWaitMemory> wait_mem_;  // the pending wait_readable's operation
 };
 
 struct Worker {

@@ -9,6 +9,8 @@
 #include <array>
 #include <boost/asio.hpp>
 #include <chrono>
+#include <cstddef>
+#include <new>
 #include <utility>
 
 #include "server.hpp"
@@ -26,6 +28,55 @@ using Executor = asio::io_context::executor_type;
 using Socket = tcp::socket::rebind_executor<Executor>::other;
 using Acceptor = tcp::acceptor::rebind_executor<Executor>::other;
 using Timer = asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>;
+
+// Memory for one kind of pending operation of one connection, inside the connection object: the
+// idiom of Asio's own "allocation" example (handler_memory + a custom associated allocator). Asio
+// otherwise takes an operation's memory from its per-thread recycling cache, whose blocks keep the
+// size of the largest operation that used them (an async_write's composed operation): an idle
+// connection's pending wait then pins a ~190-byte block besides the connection. With this, the
+// wait lives in the connection's own allocation. Asio frees an operation's memory before it calls
+// the handler, so the handler may start the next operation in the same storage; if it is still
+// in use (never, for a connection's one pending wait) the allocation falls back to the heap.
+template <std::size_t N>
+class HandlerMemory {
+public:
+    HandlerMemory() = default;
+    HandlerMemory(const HandlerMemory&) = delete;
+    HandlerMemory& operator=(const HandlerMemory&) = delete;
+    void* allocate(std::size_t size) {
+        if (!in_use_ && size <= N) {
+            in_use_ = true;
+            return &storage_;
+        }
+        return ::operator new(size);
+    }
+    void deallocate(void* p) {
+        if (p == &storage_) in_use_ = false;
+        else ::operator delete(p);
+    }
+
+private:
+    alignas(std::max_align_t) unsigned char storage_[N];
+    bool in_use_ = false;
+};
+
+// The allocator Asio finds on a handler bound with asio::bind_allocator(HandlerAllocator<...>).
+template <typename T, std::size_t N>
+struct HandlerAllocator {
+    using value_type = T;
+    explicit HandlerAllocator(HandlerMemory<N>& m) : mem(&m) {}
+    template <typename U>
+    HandlerAllocator(const HandlerAllocator<U, N>& o) : mem(o.mem) {}
+    template <typename U>
+    struct rebind {
+        using other = HandlerAllocator<U, N>;
+    };
+    T* allocate(std::size_t n) const { return static_cast<T*>(mem->allocate(sizeof(T) * n)); }
+    void deallocate(T* p, std::size_t) const { mem->deallocate(p); }
+    template <typename U>
+    bool operator==(const HandlerAllocator<U, N>& o) const { return mem == o.mem; }
+    HandlerMemory<N>* mem;
+};
 
 // Several of the Outbox's segments as an Asio buffer sequence; async_write keeps its own copy.
 struct Segments {
