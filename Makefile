@@ -53,10 +53,13 @@ summary:
 	@$(PYTHON) scripts/summary.py results/latest
 
 # Instrumented builds stop at the first sanitizer report (UBSan would otherwise only print), in
-# the tests and in every server they start.
+# the tests and in every server they start (they inherit the environment). SANITIZE=thread runs
+# the tests labelled `tsan` — those that start threads: not the single-threaded unit tests.
+TEST_LABELS := $(if $(findstring thread,$(SANITIZE)),-L tsan)
 test: build
 	@cd $(BUILD) && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ctest --output-on-failure -j 2 --timeout 900
+	  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --output-on-failure -j 2 --timeout 900 $(TEST_LABELS)
 
 # libFuzzer (clang) over the HTTP and echo sessions for FUZZ_SECONDS; new inputs it finds go
 # to build-fuzz/corpus, a crash to build-fuzz/crash-* (keep it in tests/fuzz/crashes/ once fixed).
