@@ -5,7 +5,9 @@ Each server runs pinned to CPU 0; `concbench load` (no warm-up) runs on CPU 1. T
 server is the sum of /proc/<pid>/task/<tid>/schedstat run time over every task of its process
 tree, read before and after the load, so nothing but the measured window counts. `nginx` is the
 real nginx (one worker, `return 200 "Hello, World!"`, no access log) with a configuration made
-in a temporary directory.
+in a temporary directory. Beside server CPU per request and req/s it prints the server's CPU
+use (server CPU over wall time: near 100 % means the server's one core bounds the cell), the
+median latency, and the client's CPU per request and use, so a cell bounded by the client shows.
 
   /usr/bin/python3 scripts/cpu_per_request.py epoll,uring,nginx 100,1000 3 [hello|echo]
 """
@@ -76,13 +78,14 @@ def measure(name, conns, workload, tmp):
     p, port = start(name, "echo" if workload == "echo" else "http", tmp)
     out = os.path.join(tmp, "load.json")
     try:
-        c0 = cpu_ns(p.pid)
+        c0, t0 = cpu_ns(p.pid), time.monotonic()
         subprocess.run([os.path.join(BIN, "concbench"), "load", "--target", f"127.0.0.1:{port}",
                         "--workload", workload, "--connections", str(conns), "--duration", "3",
                         "--warmup", "0", "--cpus", "1", "--json", out], capture_output=True, check=True)
-        c1 = cpu_ns(p.pid)
+        c1, t1 = cpu_ns(p.pid), time.monotonic()
         j = json.load(open(out))
-        return (c1 - c0) / 1000 / max(1, j["requests"]), j["throughput_rps"]
+        return ((c1 - c0) / 1000 / max(1, j["requests"]), j["throughput_rps"], (c1 - c0) / 1e9 / (t1 - t0),
+                j["latency_us"]["p50"], j["client"]["cpu_us_per_req"], j["client"]["cpu_util"])
     finally:
         os.killpg(p.pid, 15)
         p.wait(timeout=10)
@@ -99,14 +102,16 @@ def main():
             for c in conns:
                 for s in servers:
                     res.setdefault((s, c), []).append(measure(s, c, workload, tmp))
-    print(f"{workload}: median of {reps}; server CPU µs per request (whole tree), req/s, "
-          f"ratio to the first server")
+    print(f"{workload}: median of {reps}; server CPU µs per request (whole tree), req/s, ratio to the "
+          f"first server; server CPU use; p50; client CPU µs per request and use")
     for c in conns:
         base = statistics.median(x[0] for x in res[(servers[0], c)])
         for s in servers:
-            us = statistics.median(x[0] for x in res[(s, c)])
-            rps = statistics.median(x[1] for x in res[(s, c)])
-            print(f"  c={c:<5} {s:<10} {us:6.2f} µs/req  {rps:9.0f} req/s  {us / base:5.2f}x")
+            med = [statistics.median(x[k] for x in res[(s, c)]) for k in range(6)]
+            us, rps, busy, p50, cus, cbusy = med
+            print(f"  c={c:<5} {s:<10} {us:6.2f} µs/req  {rps:9.0f} req/s  {us / base:5.2f}x  "
+                  f"server {busy * 100:4.0f} %  p50 {p50 / 1000:7.2f} ms  "
+                  f"client {cus:5.2f} µs/req {cbusy * 100:4.0f} %")
 
 
 if __name__ == "__main__":
