@@ -2,6 +2,7 @@
 // backends, so one server loop serves all three).
 #include <errno.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reactor.hpp"
@@ -32,9 +33,18 @@ int backend_set(BackendState* st, Watcher* w, int mask) {
     return epoll_ctl(st->epfd, op, w->fd, &ev) == 0 ? 0 : -errno;
 }
 
-int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max) {
+int backend_poll(BackendState* st, long long timeout_ns, Fired* out, int max) {
     if (max > 256) max = 256;
-    int n = epoll_wait(st->epfd, st->events, max, timeout_ms);
+    int n;
+    if (timeout_ns < 0) {
+        n = epoll_wait(st->epfd, st->events, max, -1);
+    } else {
+        // epoll_pwait2 (Linux 5.11) takes a timespec, so a timer fires when it is due.
+        timespec ts{static_cast<time_t>(timeout_ns / 1000000000), static_cast<long>(timeout_ns % 1000000000)};
+        n = epoll_pwait2(st->epfd, st->events, max, &ts, nullptr);
+        if (n < 0 && errno == ENOSYS)  // an older kernel: whole milliseconds, rounded up
+            n = epoll_wait(st->epfd, st->events, max, static_cast<int>((timeout_ns + 999999) / 1000000));
+    }
     if (n < 0) return 0;  // EINTR: the caller loops
     for (int i = 0; i < n; ++i) {
         uint32_t e = st->events[i].events;

@@ -2,6 +2,7 @@
 // is scanned on every wait (O(n) in watched fds, however few are ready).
 #include <errno.h>
 #include <poll.h>
+#include <time.h>
 
 #include <unordered_map>
 #include <vector>
@@ -49,8 +50,9 @@ int backend_set(BackendState* st, Watcher* w, int mask) {
     return 0;
 }
 
-int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max) {
-    int n = ::poll(st->fds.data(), st->fds.size(), timeout_ms);
+int backend_poll(BackendState* st, long long timeout_ns, Fired* out, int max) {
+    timespec ts{static_cast<time_t>(timeout_ns / 1000000000), static_cast<long>(timeout_ns % 1000000000)};
+    int n = ::ppoll(st->fds.data(), st->fds.size(), timeout_ns < 0 ? nullptr : &ts, nullptr);
     if (n <= 0) return 0;  // EINTR: the caller loops
     // Scan from where the last full batch stopped, so fds late in the array are not starved.
     std::size_t size = st->fds.size(), start = st->next < size ? st->next : 0;

@@ -41,13 +41,14 @@ int backend_set(BackendState* st, Watcher* w, int mask) {
     return 0;
 }
 
-int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max) {
+int backend_poll(BackendState* st, long long timeout_ns, Fired* out, int max) {
     st->rd_out = st->rd;
     st->wr_out = st->wr;
-    timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    const long long us = (timeout_ns + 999) / 1000;  // select's timeval: microseconds, rounded up
+    timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
     // Errors and hang-ups show up as readable (and writable if asked): read/write then sees
     // them. exceptfds is for TCP urgent data only, not errors, so it is not used.
-    int n = ::select(st->maxfd + 1, &st->rd_out, &st->wr_out, nullptr, timeout_ms < 0 ? nullptr : &tv);
+    int n = ::select(st->maxfd + 1, &st->rd_out, &st->wr_out, nullptr, timeout_ns < 0 ? nullptr : &tv);
     if (n <= 0) return 0;  // EINTR: the caller loops
     // Scan from where the last full batch stopped, so high fds are not starved.
     int span = st->maxfd + 1, start = st->next < span ? st->next : 0, k = 0;

@@ -48,8 +48,10 @@ void backend_free(BackendState* st);
 // an error leaves the registration as it was. -EMFILE: this backend cannot watch an fd that large
 // (select: FD_SETSIZE).
 int backend_set(BackendState* st, Watcher* w, int mask);
-// Waits up to timeout_ms (-1: forever) and fills at most `max` fired watchers; returns how many.
-int backend_poll(BackendState* st, int timeout_ms, Fired* out, int max);
+// Waits up to timeout_ns nanoseconds (-1: forever) and fills at most `max` fired watchers;
+// returns how many. Timers fire from this timeout, so it is kept to the nanosecond (epoll_pwait2,
+// ppoll) or microsecond (select), not rounded up to epoll_wait's millisecond.
+int backend_poll(BackendState* st, long long timeout_ns, Fired* out, int max);
 const char* backend_name();  // "epoll", recorded in results
 
 // --- the loop ---------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ public:
     const char* backend() const { return backend_name(); }
 
 private:
-    int next_timeout_ms();
+    long long next_timeout_ns();
     BackendState* st_;
     bool running_ = false;
     std::multimap<std::chrono::steady_clock::time_point, Timer*> timers_;
