@@ -492,6 +492,7 @@ int run_profile(const RunOptions& o) {
         vo.log_dir = (dir / "logs").string();
         vo.interrupted = &g_interrupted;
         vo.stop_at_first_failure = true;
+        vo.backend = find_model(registry, p.backend);
         for (const auto& name : to_verify) {
             const ModelInfo* m = find_model(registry, name);
             int workers = p.workers_for(*m);
