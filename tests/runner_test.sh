@@ -382,10 +382,13 @@ chmod 755 "$tmp"   # the servers' workers run as www-data when we are root: they
 "$CB" run --profile "$tmp/ref.toml" --results "$ref_res" >"$tmp/out8" 2>"$tmp/err8" &
 bg_pid=$!
 apache_pgid=""
-deadline=$((SECONDS + 40))
+# The run first verifies both servers (quick set: Apache's takes about 20 s, its servers under a
+# temp dir); the cell's Apache is the one whose directory is under the run's servers/.
+deadline=$((SECONDS + 90))
 while [ -z "$apache_pgid" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
     for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
-        [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] && apache_pgid=$c
+        [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] &&
+            tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -qF "$ref_res/" && apache_pgid=$c
     done
     sleep 0.1
 done

@@ -135,6 +135,7 @@ std::unique_ptr<ServerProcess> launch_reference(const ModelInfo& m, const Launch
             cmd.ready_expect = "HTTP/1.";
         }
         cmd.raise_nofile = o.raise_nofile;
+        cmd.nofile = o.nofile;
         auto s = ServerProcess::start(cmd, ready_timeout, error, interrupted);
         if (s) return s;
         std::string log = last_line_of((dir / "error.log").string());
@@ -238,6 +239,7 @@ std::unique_ptr<ServerProcess> launch_server(const ModelInfo& m, const LaunchOpt
     cmd.cpus = o.cpus;
     cmd.log_path = o.log_path;
     cmd.raise_nofile = o.raise_nofile;
+    cmd.nofile = o.nofile;
     return ServerProcess::start(cmd, ready_timeout, error, interrupted);
 }
 

@@ -11,6 +11,7 @@
 #include "concbench/external.hpp"
 #include "concbench/host.hpp"
 #include "concbench/loadgen.hpp"
+#include "concbench/profile.hpp"
 #include "concbench/registry.hpp"
 #include "concbench/results.hpp"
 #include "concbench/runner.hpp"
@@ -102,6 +103,8 @@ int cmd_verify(const VerifyArgs& a) {
     o.log_dir = a.log_dir;
     o.keep_passing_logs = a.keep_logs;
     o.interrupted = &g_verify_interrupted;
+    // The fan-out case's backend: the one a profile uses unless it names another.
+    if (const ModelInfo* b = find_model(reg, Profile{}.backend); b && b->built) o.backend = b;
     std::vector<std::string> failed;
     for (const ModelInfo* m : models) {
         fmt::print("verify {} ({} set)\n", m->name, a.full ? "full" : "quick");

@@ -208,14 +208,11 @@ CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
     std::unique_ptr<ServerProcess> backend;
     std::string err;
     if (w->needs_backend) {
-        const ModelInfo* bm = find_model(registry, p.backend);
-        ServerCommand bc;
-        bc.binary = bm->binary_path;
-        bc.args = {"--proto", "http", "--host", "127.0.0.1", "--port", "0"};
-        bc.cpus = p.client_cpus;
-        bc.log_path = (dir / "logs" / (cell.stem() + ".backend.log")).string();
-        backend = ServerProcess::start(bc, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
-                                       &g_interrupted);
+        LaunchOptions bo;  // HTTP on loopback, port 0, the model's default workers
+        bo.cpus = p.client_cpus;
+        bo.log_path = (dir / "logs" / (cell.stem() + ".backend.log")).string();
+        backend = launch_server(*find_model(registry, p.backend), bo,
+                                milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err, &g_interrupted);
         if (!backend) {
             out.interrupted = g_interrupted;
             j["error"] = "the fan-out backend (" + p.backend + ") did not start: " + err;
@@ -495,6 +492,7 @@ int run_profile(const RunOptions& o) {
         vo.log_dir = (dir / "logs").string();
         vo.interrupted = &g_interrupted;
         vo.stop_at_first_failure = true;
+        vo.backend = find_model(registry, p.backend);
         for (const auto& name : to_verify) {
             const ModelInfo* m = find_model(registry, name);
             int workers = p.workers_for(*m);

@@ -31,9 +31,12 @@
 
 #include <fmt/format.h>
 
+#include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
+#include "concbench/launch.hpp"
 #include "concbench/outbox.hpp"
 #include "concbench/sampler.hpp"
+#include "concbench/session.hpp"
 #include "concbench/workloads.hpp"
 
 namespace fs = std::filesystem;
@@ -326,32 +329,58 @@ std::string echo_roundtrip(Conn& c, const std::string& msg, milliseconds timeout
 
 class Ctx {
 public:
-    Ctx(const ModelInfo& m, const VerifyOptions& o, std::string log_path)
-        : model(m), opts(o), log_path_(std::move(log_path)) {}
+    // `work_dir`: this case's own directory (reference servers' configuration, pid and logs);
+    // `docroot`: the verify run's docroot, shared by its cases.
+    Ctx(const ModelInfo& m, const VerifyOptions& o, std::string log_path, fs::path work_dir, std::string docroot)
+        : model(m), opts(o), log_path_(std::move(log_path)), work_dir_(std::move(work_dir)),
+          docroot_(std::move(docroot)) {}
 
     const ModelInfo& model;
     const VerifyOptions& opts;
     bool full() const { return opts.set == VerifySet::full; }
     bool interrupted() const { return opts.interrupted && *opts.interrupted; }
 
-    // Starts a server of the model; the Ctx checks and stops it after the case.
+    // Starts a server of the model through launch.hpp (a reference server in a directory of its
+    // own); the Ctx checks and stops it after the case. A backend started before is its --backend.
     ServerProcess& start(Proto proto, uint16_t port = 0, unsigned long nofile = 0) {
-        ServerCommand cmd;
-        cmd.binary = model.binary_path;
-        cmd.args = {"--proto", proto_name(proto), "--host", "127.0.0.1", "--port", std::to_string(port)};
-        if (model.workers > 0) {
-            cmd.args.push_back("--workers");
-            cmd.args.push_back(std::to_string(opts.workers > 0 ? opts.workers : model.workers));
-        }
-        cmd.cpus = opts.server_cpus;
-        cmd.nofile = nofile;
-        // Several servers in one case share the log: append after the first.
-        cmd.log_path = servers_.empty() ? log_path_ : log_path_ + fmt::format(".{}", servers_.size());
+        LaunchOptions lo;
+        lo.proto = proto_name(proto);
+        lo.port = port;
+        lo.workers = opts.workers > 0 ? opts.workers : model.workers;
+        lo.nofile = nofile;
+        lo.docroot = docroot_;
+        lo.docroot_flag = model.serves("file");
+        lo.backend = backend_;
+        lo.cpus = opts.server_cpus;
+        return launch(model, lo, proto, "");
+    }
+    // The fan-out backend (VerifyOptions::backend, the runner's), started the runner's way; the
+    // servers started after it call it.
+    ServerProcess& start_backend() {
+        need(opts.backend != nullptr, "no backend model to call");
+        LaunchOptions lo;  // not pinned with the server: the runner gives it the client's CPUs
+        ServerProcess& b = launch(*opts.backend, lo, Proto::http, ".backend");
+        backend_ = fmt::format("{}:{}", b.host(), b.port());
+        return b;
+    }
+
+    // A path answering `n` bytes of the /bytes pattern: /bytes/N, or — for a model without that
+    // route (a static reference server) — /file/N from the docroot, which holds the same bytes.
+    std::string body_path(std::size_t n) {
+        if (model.serves("bytes") || !model.serves("file")) return fmt::format("/bytes/{}", n);
+        const Workload* w = find_workload(fmt::format("file-{}", n));
         std::string err;
-        auto s = ServerProcess::start(cmd, seconds(10), err, opts.interrupted);
-        need(s != nullptr, "server did not start: {}", err);
-        servers_.push_back({std::move(s), proto, cmd.log_path});
-        return *servers_.back().proc;
+        need(w && write_docroot_file(docroot_, *w, err), "docroot: {}", err);
+        bodies_from_files_ = true;
+        return "/file/" + w->file_name;
+    }
+    bool bodies_from_files() const { return bodies_from_files_; }
+    // A docroot file of the `file-N` workload, written once.
+    const Workload& docroot_file(const std::string& workload) {
+        const Workload* w = find_workload(workload);
+        std::string err;
+        need(w && write_docroot_file(docroot_, *w, err), "docroot: {}", err);
+        return *w;
     }
 
     // The postcondition of every case, for each server still running: alive, answering, clean
@@ -367,6 +396,7 @@ public:
             std::string w = sanitizer_report(s.log);
             if (why.empty() && !w.empty()) why = w;
         }
+        keep_error_logs();
         return why;
     }
     // Stops a server now (the shutdown case), keeping its log for the sanitizer scan.
@@ -381,7 +411,10 @@ public:
     }
     std::vector<std::string> logs() const {
         std::vector<std::string> l;
-        for (auto& s : servers_) l.push_back(s.log);
+        for (auto& s : servers_) {
+            l.push_back(s.log);
+            if (!s.error_log.empty()) l.push_back(s.error_log);
+        }
         return l;
     }
 
@@ -390,7 +423,38 @@ private:
         std::unique_ptr<ServerProcess> proc;
         Proto proto;
         std::string log;
+        std::string suffix;     // of its log name: "" the model's, ".backend"
+        std::string work_dir;   // a reference server's own directory
+        std::string error_log;  // its error.log, copied beside `log`
     };
+
+    // `suffix` names the log of a helper server (the backend); the model's first server has the
+    // case's log, a second one (a restart) .1, and so on.
+    ServerProcess& launch(const ModelInfo& m, LaunchOptions& lo, Proto proto, const std::string& suffix) {
+        int n = 0;
+        for (const auto& s : servers_) n += s.suffix == suffix;
+        lo.log_path = log_path_ + suffix + (n > 0 ? fmt::format(".{}", n) : "");
+        lo.work_dir = (work_dir_ / fmt::format("server{}", servers_.size())).string();
+        std::string err;
+        auto s = launch_server(m, lo, seconds(10), err, opts.interrupted);
+        need(s != nullptr, "{} did not start: {}", &m == &model ? "the server" : m.name, err);
+        servers_.push_back({std::move(s), proto, lo.log_path, suffix, m.reference ? lo.work_dir : "", ""});
+        return *servers_.back().proc;
+    }
+    // A reference server writes its own error.log in its directory: copy it beside the case's
+    // log (kept when the case does not pass); the directory itself goes.
+    void keep_error_logs() {
+        std::error_code ec;
+        for (auto& s : servers_) {
+            if (s.work_dir.empty()) continue;
+            fs::path e = fs::path(s.work_dir) / "error.log";
+            if (fs::exists(e, ec) && fs::file_size(e, ec) > 0) {
+                s.error_log = s.log + ".error.log";
+                fs::copy_file(e, s.error_log, fs::copy_options::overwrite_existing, ec);
+            }
+            fs::remove_all(s.work_dir, ec);
+        }
+    }
 
     std::string finish_one(Running& s) {
         std::string died = s.proc->died();
@@ -438,6 +502,10 @@ private:
     }
 
     std::string log_path_;
+    fs::path work_dir_;
+    std::string docroot_;
+    std::string backend_;
+    bool bodies_from_files_ = false;
     std::vector<Running> servers_;
 };
 
@@ -472,7 +540,8 @@ void pause_ms(int ms) { std::this_thread::sleep_for(milliseconds(ms)); }
 std::string case_split(Ctx& x) {
     auto& s = x.start(Proto::http);
     Conn c(s.port());
-    const std::string req = "GET /bytes/7 HTTP/1.1\r\nHost: verify\r\nUser-Agent: concbench-verify\r\n\r\n";
+    const std::string req =
+        fmt::format("GET {} HTTP/1.1\r\nHost: verify\r\nUser-Agent: concbench-verify\r\n\r\n", x.body_path(7));
     for (std::size_t k = 1; k < req.size(); ++k) {
         c.send(std::string_view(req).substr(0, k));
         pause_ms(2);  // TCP_NODELAY and a pause: the server reads the two parts separately
@@ -491,7 +560,7 @@ std::string pipelined(Ctx& x, int n) {
     auto& s = x.start(Proto::http);
     Conn c(s.port());
     std::string many;
-    for (int i = 0; i < n; ++i) many += i % 5 == 0 ? get("/") : get(fmt::format("/bytes/{}", i * 3));
+    for (int i = 0; i < n; ++i) many += i % 5 == 0 ? get("/") : get(x.body_path(static_cast<std::size_t>(i * 3)));
     c.send(many);
     for (int i = 0; i < n; ++i) {
         Response r = c.response();
@@ -519,7 +588,7 @@ std::string case_http10(Ctx& x) {
     Response r = k.response();
     expect_hello(r, "HTTP/1.0 keep-alive");
     need(r.keep_alive, "HTTP/1.0 with Connection: keep-alive: the answer does not keep the connection");
-    k.send("GET /bytes/5 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    k.send(fmt::format("GET {} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", x.body_path(5)));
     expect_bytes(k.response(), 5, "second HTTP/1.0 keep-alive request");
     return "";
 }
@@ -528,7 +597,7 @@ std::string case_connection_close(Ctx& x) {
     auto& s = x.start(Proto::http);
     Conn c(s.port());
     // A request after the closing one, in the same write: it must be ignored.
-    c.send("GET / HTTP/1.1\r\nConnection: close\r\n\r\n" + get("/bytes/3"));
+    c.send("GET / HTTP/1.1\r\nHost: verify\r\nConnection: close\r\n\r\n" + get(x.body_path(3)));
     Response r = c.response();
     expect_hello(r, "Connection: close");
     need(!r.keep_alive, "the answer to Connection: close does not say close");
@@ -557,8 +626,9 @@ std::string case_bodies(Ctx& x) {
     for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{13},
                           std::size_t{1023}, std::size_t{16384}, std::size_t{65537},
                           std::size_t{1} << 20, std::size_t{4} << 20}) {
-        c.send(get(fmt::format("/bytes/{}", n)));
-        expect_bytes(c.response(seconds(10)), n, fmt::format("/bytes/{}", n));
+        std::string path = x.body_path(n);
+        c.send(get(path));
+        expect_bytes(c.response(seconds(10)), n, path);
     }
     return "/bytes/0 .. /bytes/4194304, every byte checked";
 }
@@ -581,13 +651,16 @@ std::string case_headers(Ctx& x) {
     auto& s = x.start(Proto::http);
     Conn c(s.port());
     const std::string server = "concbench-" + x.model.name;
-    for (const char* path : {"/", "/bytes/100", "/bytes/0", "/no-such-path", "/bytes/x"}) {
+    for (const std::string& path : {std::string("/"), x.body_path(100), x.body_path(0), std::string("/no-such-path"),
+                                    std::string("/bytes/x")}) {
         c.send(get(path));
         Response r = c.response();
         for (const char* h : {"server", "date", "content-type", "content-length"})
             need(r.count(h) == 1, "{} (status {}): {} '{}' header(s), expected exactly one", path,
                  r.status, r.count(h), h);
-        need(*r.header("server") == server, "{}: Server '{}' (expected '{}')", path, *r.header("server"), server);
+        // A server that names itself (nginx, Apache: their model.toml says so) is not judged by name.
+        need(!x.model.skips("server-header").empty() || *r.header("server") == server,
+             "{}: Server '{}' (expected '{}')", path, *r.header("server"), server);
         need(!r.header("content-type")->empty(), "{}: empty Content-Type", path);
         need(*r.header("content-length") == std::to_string(r.body.size()),
              "{}: Content-Length {} but {} body bytes", path, *r.header("content-length"), r.body.size());
@@ -598,6 +671,8 @@ std::string case_headers(Ctx& x) {
         long skew = static_cast<long>(timegm(&tm) - time(nullptr));
         need(std::labs(skew) <= 5, "{}: Date '{}' is {} s off the clock", path, *r.header("date"), skew);
     }
+    if (std::string why = x.model.skips("server-header"); !why.empty())
+        return "the Server value is not checked: " + why;
     return "";
 }
 
@@ -619,9 +694,11 @@ std::string case_date_changes(Ctx& x) {
 void expect_status_and_close(uint16_t port, const std::string& req, int status, std::string_view what) {
     Conn c(port);
     c.send(req);
-    Response r = c.response();
+    Response r;
+    std::string why;
+    need(c.next(r, Clock::now() + kIoTimeout, why), "{}: {}", what, why);
     need(r.status == status, "{}: status {} (expected {})", what, r.status, status);
-    std::string why = c.expect_closed();
+    why = c.expect_closed();
     need(why.empty(), "{}: after the {}: {}", what, status, why);
 }
 
@@ -630,8 +707,8 @@ std::string case_bad_request(Ctx& x) {
     expect_status_and_close(s.port(), "BLAH\r\n\r\n", 400, "request line 'BLAH'");
     expect_status_and_close(s.port(), "GET / HTTP/1.1 extra\r\n\r\n", 400, "request line with a 4th field");
     expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nHost verify\r\n\r\n", 400, "header without a colon");
-    expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400, "header name with a space");
-    expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400,
+    expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nHost: verify\r\nBad Name: x\r\n\r\n", 400, "header name with a space");
+    expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nHost: verify\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400,
                             "two different Content-Lengths");
     return "";
 }
@@ -685,7 +762,7 @@ std::string case_garbage(Ctx& x) {
         g[0] = static_cast<char>(0x80 | round);  // never a token character: no method can start
         expect_status_and_close(s.port(), g, 400, fmt::format("512 bytes of binary garbage #{}", round + 1));
     }
-    expect_status_and_close(s.port(), std::string("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 27), 400,
+    expect_status_and_close(s.port(), "GET / HTTP/1.1\r\nHost: verify\r\nX: a" + std::string(1, '\0') + "b\r\n\r\n", 400,
                             "a NUL in a header value");
     return "";
 }
@@ -703,15 +780,17 @@ std::string case_body_not_accepted(Ctx& x) {
         return head + fmt::format("Content-Length: {}\r\n\r\n", body.size()) + body;
     };
     const Case cases[] = {
-        {"POST / with Content-Length", with_body("POST / HTTP/1.1\r\n", "GET /bytes/9 HTTP/1.1\r\n\r\n")},
-        {"GET with a body", with_body("GET / HTTP/1.1\r\n", "GET /missing HTTP/1.1\r\n\r\n")},
-        {"POST chunked", "POST /bytes/1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n"},
-        {"PUT, large body", "PUT / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'G')},
+        {"POST / with Content-Length",
+         with_body("POST / HTTP/1.1\r\nHost: verify\r\n", "GET " + x.body_path(9) + " HTTP/1.1\r\nHost: verify\r\n\r\n")},
+        {"GET with a body", with_body("GET / HTTP/1.1\r\nHost: verify\r\n", "GET /missing HTTP/1.1\r\nHost: verify\r\n\r\n")},
+        {"POST chunked", "POST " + x.body_path(1) + " HTTP/1.1\r\nHost: verify\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "5\r\nGET /\r\n0\r\n\r\n"},
+        {"PUT, large body", "PUT / HTTP/1.1\r\nHost: verify\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'G')},
     };
     std::string seen;
     for (const auto& k : cases) {
         Conn c(s.port());
-        c.send(k.req + get("/bytes/3"));
+        c.send(k.req + get(x.body_path(3)));
         Response first = c.response();
         need(first.status >= 200, "{}: status {}", k.what, first.status);
         seen += fmt::format("{}{} -> {}", seen.empty() ? "" : ", ", k.what, first.status);
@@ -725,8 +804,146 @@ std::string case_body_not_accepted(Ctx& x) {
     return seen;
 }
 
+// ------------------------------------------------------------------------------------ effects
+
+double ms_since(Clock::time_point t0) { return duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// The Wait effect: honoured, never early, and it holds up nothing but its own connection.
+std::string case_delay(Ctx& x) {
+    auto& s = x.start(Proto::http);
+    auto t0 = Clock::now();
+    Conn slow(s.port());
+    slow.send(get("/delay/400?id=5") + get("/"));
+    pause_ms(50);
+    Conn quick(s.port());
+    quick.send(get("/"));
+    expect_hello(quick.response(), "another connection while one request waits");
+    const double other_ms = ms_since(t0);
+    need(other_ms < 350, "while one request waited 400 ms, another connection was answered only after {:.0f} ms",
+         other_ms);
+    Response r = slow.response();
+    const double waited_ms = ms_since(t0);
+    need(r.status == 200, "/delay/400: status {}", r.status);
+    need(r.body == delay_body(400, 5), "/delay/400?id=5: body '{}' (expected '{}')", r.body.substr(0, 60),
+         delay_body(400, 5));
+    need(waited_ms >= 400, "/delay/400 answered after {:.1f} ms: early", waited_ms);
+    need(waited_ms < 1500, "/delay/400 answered after {:.0f} ms", waited_ms);
+    expect_hello(slow.response(), "the request pipelined behind the wait");
+    // Never early, not even by a fraction of a millisecond (a timer rounded down would be).
+    for (int i = 0; i < 15; ++i) {
+        auto t = Clock::now();
+        quick.send(get("/delay/7"));
+        Response d = quick.response();
+        need(d.status == 200 && d.body == delay_body(7, -1), "/delay/7 #{}: status {}, body '{}'", i + 1,
+             d.status, d.body.substr(0, 60));
+        const double ms = ms_since(t);
+        need(ms >= 7, "/delay/7 #{} answered after {:.2f} ms: early", i + 1, ms);
+    }
+    // 40 connections wait 300 ms each at once: about 300 ms in all, not 40 x 300 = 12 s.
+    std::vector<std::unique_ptr<Conn>> many;
+    auto t40 = Clock::now();
+    for (int i = 0; i < 40; ++i) {
+        many.push_back(std::make_unique<Conn>(s.port()));
+        many.back()->send(get("/delay/300"));
+    }
+    for (int i = 0; i < 40; ++i) {
+        Response d = many[i]->response();
+        need(d.body == delay_body(300, -1), "/delay/300 on connection {} of 40: status {}, body '{}'", i + 1,
+             d.status, d.body.substr(0, 60));
+    }
+    const double all_ms = ms_since(t40);
+    need(all_ms < 1500, "40 waits of 300 ms at once took {:.0f} ms: they did not overlap", all_ms);
+    many.clear();
+    // Clients that leave while their answer waits (a FIN or a reset) cost nothing lasting.
+    for (int i = 0; i < 100; ++i) {
+        Conn c(s.port());
+        c.send(get("/delay/100"));
+        if (i % 2) c.reset();
+    }
+    // SIGTERM while requests wait 5 s: the server still stops promptly and cleanly.
+    for (int i = 0; i < 10; ++i) {
+        many.push_back(std::make_unique<Conn>(s.port()));
+        many.back()->send(get("/delay/5000"));
+    }
+    pause_ms(200);
+    need(s.died().empty(), "the server died: {}", s.died());
+    StopReport stop = x.stop(s, seconds(5));
+    need(stop.clean() && stop.stop_s <= 5.0, "SIGTERM with 10 requests waiting 5 s: {}", stop.describe());
+    return fmt::format("400 ms wait answered after {:.0f} ms, another connection meanwhile after {:.0f} ms; "
+                       "40 waits of 300 ms in {:.0f} ms; stopped in {:.2f} s with 10 waits pending",
+                       waited_ms, other_ms, all_ms, stop.stop_s);
+}
+
+// The Fanout effect against the backend the runner uses: bodies in id order, calls overlapping,
+// and a backend gone is a 502, not a crash.
+std::string case_fanout(Ctx& x) {
+    auto& backend = x.start_backend();
+    auto& s = x.start(Proto::http);
+    const Workload& w = *find_workload("fanout-10x300");
+    Conn c(s.port());
+    double slowest = 0;
+    for (int round = 0; round < 3; ++round) {  // later rounds may reuse pooled backend connections
+        auto t0 = Clock::now();
+        c.send(w.request);
+        Response r = c.response();
+        const double ms = ms_since(t0);
+        need(r.status == 200, "/fanout/10/300 round {}: status {} ({})", round + 1, r.status, r.body.substr(0, 80));
+        need(r.body == w.expected, "/fanout/10/300 round {}: the body is not the 10 backend bodies in id order: '{}'",
+             round + 1, r.body.substr(0, 80));
+        need(ms >= 300, "/fanout/10/300 answered after {:.1f} ms, before its 300 ms calls could end", ms);
+        need(ms < 1500, "/fanout/10/300 took {:.0f} ms: the 10 calls did not overlap (in turn: 3 s)", ms);
+        slowest = std::max(slowest, ms);
+    }
+    // Several fan-outs at once, pipelined behind each other and on other connections.
+    std::vector<std::unique_ptr<Conn>> many;
+    for (int i = 0; i < 8; ++i) {
+        many.push_back(std::make_unique<Conn>(s.port()));
+        many.back()->send(get("/fanout/4/50") + get("/fanout/2/10"));
+    }
+    for (int i = 0; i < 8; ++i)
+        for (const char* name : {"fanout-4x50", "fanout-2x10"}) {
+            Response r = many[i]->response();
+            need(r.status == 200 && r.body == find_workload(name)->expected,
+                 "connection {} of 8, {} pipelined: status {}, body '{}'", i + 1, name, r.status, r.body.substr(0, 80));
+        }
+    many.clear();
+    // Clients that leave mid-fan-out; then the backend goes away: 502, and the server lives on.
+    for (int i = 0; i < 20; ++i) {
+        Conn gone(s.port());
+        gone.send(get("/fanout/5/100"));
+    }
+    pause_ms(300);
+    StopReport b = x.stop(backend, seconds(5));
+    need(b.clean(), "the backend did not stop cleanly: {}", b.describe());
+    Conn after(s.port());
+    after.send(get("/fanout/3/10"));
+    Response r = after.response();
+    need(r.status == 502, "/fanout/3/10 with the backend gone: status {} (expected 502)", r.status);
+    return fmt::format("/fanout/10/300 in at most {:.0f} ms (in turn: 3,000 ms); backend gone: 502", slowest);
+}
+
+// The File effect: docroot files byte-exact, in order among pipelined answers; missing: 404.
+std::string case_file(Ctx& x) {
+    const Workload& k1 = x.docroot_file("file-1k");
+    const Workload& m1 = x.docroot_file("file-1m");
+    const Workload& empty = x.docroot_file("file-0");
+    auto& s = x.start(Proto::http);
+    Conn c(s.port());
+    c.send(get("/file/" + m1.file_name) + get("/file/" + k1.file_name) + get("/"));
+    expect_bytes(c.response(seconds(10)), m1.file_size, "/file/" + m1.file_name);
+    expect_bytes(c.response(), k1.file_size, "/file/" + k1.file_name);
+    expect_hello(c.response(), "GET / pipelined after two files");
+    c.send(get("/file/" + empty.file_name) + get("/file/missing") + get("/file/" + k1.file_name));
+    expect_bytes(c.response(), 0, "/file/" + empty.file_name);
+    Response r = c.response();
+    need(r.status == 404, "/file/missing: status {} (expected 404)", r.status);
+    expect_bytes(c.response(), k1.file_size, "/file/" + k1.file_name + " after a 404 on the same connection");
+    return "0 B, 1 KiB, 1 MiB byte-exact; missing: 404, connection kept";
+}
+
 std::string case_reset(Ctx& x) {
     auto& s = x.start(Proto::http);
+    const std::string big = x.body_path(1048576);
     {
         Conn w(s.port());
         w.send(get("/"));
@@ -740,7 +957,7 @@ std::string case_reset(Ctx& x) {
         switch (i % 4) {
             case 0: c.try_send("GET / HTTP/1.1\r\nHost: "); break;                // mid-head
             case 1: c.try_send("POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nab"); break;  // mid-body
-            case 2: c.try_send(get("/bytes/1048576")); break;                     // mid-answer
+            case 2: c.try_send(get(big)); break;                                  // mid-answer
             case 3: break;                                                        // before a byte
         }
         if (i % 4 == 0) pause_ms(1);  // let the server read the partial request first
@@ -763,7 +980,7 @@ std::string case_half_closed(Ctx& x) {
     }
     {
         Conn c(s.port());
-        c.send(get("/bytes/10") + get("/") + get("/bytes/1048576"));
+        c.send(get(x.body_path(10)) + get("/") + get(x.body_path(1048576)));
         c.shutdown_write();
         expect_bytes(c.response(), 10, "first of three pipelined, half-closed");
         expect_hello(c.response(), "second of three pipelined, half-closed");
@@ -866,7 +1083,8 @@ std::string case_never_reading(Ctx& x) {
     auto& s = x.start(Proto::http);
     Conn hog(s.port());
     std::string many;
-    for (int i = 0; i < 16; ++i) many += get("/bytes/4194304");
+    const std::string big = get(x.body_path(4194304));
+    for (int i = 0; i < 16; ++i) many += big;
     hog.send(many);  // 64 MiB asked for, never read
     pause_ms(200);
     double worst = 0;
@@ -956,7 +1174,7 @@ std::string case_leaks(Ctx& x) {
         Conn c(s.port());
         need(c.ok(), "cycle {}: connect: {}", i + 1, c.error());
         bool server_closes = i % 4 == 3;
-        c.send(server_closes ? "GET / HTTP/1.1\r\nConnection: close\r\n\r\n" : get("/"));
+        c.send(server_closes ? "GET / HTTP/1.1\r\nHost: verify\r\nConnection: close\r\n\r\n" : get("/"));
         expect_hello(c.response(), fmt::format("cycle {}", i + 1));
     };
     // Warm-up to the steady state: allocator arenas, caches, and buffers a server touches lazily
@@ -1014,7 +1232,7 @@ std::string case_shutdown(Ctx& x) {
     Conn half(port);
     half.send("GET / HTTP/1.1\r\nHost: ");
     Conn hog(port);
-    hog.send(get("/bytes/4194304"));  // an answer in flight, not read
+    hog.send(get(x.body_path(4194304)));  // an answer in flight, not read
     std::atomic<bool> stop{false};
     std::atomic<int> answered{0};
     std::thread load([&] {
@@ -1072,11 +1290,21 @@ const std::vector<CaseDef>& table() {
         {{"header-431", "bad-input", "http", "a request head over 8 KiB: 431, then close"}, case_431},
         {{"unknown-404", "bad-input", "http", "unknown path: 404, connection kept"}, case_404},
         {{"bytes-bad-number", "bad-input", "http",
-          "/bytes/ with a bad or huge number: 400, no crash, no large allocation"}, case_bytes_bad},
+          "/bytes/ with a bad or huge number: 400, no crash, no large allocation", false, "bytes"},
+         case_bytes_bad},
         {{"binary-garbage", "bad-input", "http", "binary garbage: 400, then close"}, case_garbage},
         {{"body-not-accepted", "bad-input", "http",
           "a body the route does not take: answered, and the next pipelined request stays in step"},
          case_body_not_accepted},
+        {{"delay", "effects", "http",
+          "/delay/MS: answered after MS ms, never early; other connections answered meanwhile; 40 waits "
+          "overlap; SIGTERM with waits pending stops cleanly", false, "delay"}, case_delay},
+        {{"fanout", "effects", "http",
+          "/fanout/K/MS: the K backend bodies in order; /fanout/10/300 well under 10 x 300 ms (the calls "
+          "overlap); backend gone: 502, the server lives on", false, "fanout"}, case_fanout},
+        {{"file", "effects", "http",
+          "/file/NAME: 0 B, 1 KiB and 1 MiB byte-exact, pipelined in order; missing: 404, connection kept",
+          false, "file"}, case_file},
         {{"reset-500", "hostile", "http",
           "500 connections reset mid-request: the server goes on, its fds return to where they were"},
          case_reset},
@@ -1178,6 +1406,14 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
     if (log_dir.empty()) log_dir = (fs::temp_directory_path() / fmt::format("concbench-verify-{}", getpid())).string();
     std::error_code ec;
     fs::create_directories(log_dir, ec);
+    // Reference servers' directories and the docroot: under a temp dir their workers (www-data
+    // when we are root) can enter.
+    const fs::path work_root = fs::temp_directory_path() / fmt::format("concbench-verify-{}-{}", getpid(), model.name);
+    const std::string docroot = (work_root / "docroot").string();
+    fs::create_directories(docroot, ec);
+    for (const fs::path& d : {work_root, fs::path(docroot)})
+        fs::permissions(d, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                               fs::perms::others_read | fs::perms::others_exec, ec);
     for (const auto& def : table()) {
         const VerifyCaseInfo& info = def.info;
         if (!opts.only.empty()) {
@@ -1188,23 +1424,24 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
         CaseResult r;
         r.name = info.name;
         if (auto it = model.verify_expect.find(info.name); it != model.verify_expect.end()) r.declared = it->second;
-        if (model.is_reference()) {
-            // nginx and Apache take their own command lines (the harness's launch.hpp starts
-            // them); verify starts servers by the concbench contract only, so far.
-            r.status = CaseStatus::not_applicable;
-            r.detail = "a reference server: verify does not start reference servers yet";
-        } else if (!model.skips(info.name).empty()) {
+        if (!model.skips(info.name).empty()) {
             r.status = CaseStatus::not_applicable;
             r.detail = model.skips(info.name);
         } else if (!serves_proto(model, info.proto)) {
             r.status = CaseStatus::not_applicable;
             r.detail = fmt::format("serves no {} workload", info.proto);
+        } else if (!info.family.empty() && !model.serves(info.family)) {
+            r.status = CaseStatus::not_applicable;
+            r.detail = fmt::format("serves no {} workload (model.toml workloads)", info.family);
+        } else if (info.family == "fanout" && (!opts.backend || !opts.backend->built)) {
+            r.status = CaseStatus::not_applicable;
+            r.detail = "no built backend model to call";
         } else if (opts.interrupted && *opts.interrupted) {
             r.status = CaseStatus::interrupted;
         } else {
             std::string log = (fs::path(log_dir) / fmt::format("verify-{}-{}.log", model.name, info.name)).string();
             auto t0 = Clock::now();
-            Ctx ctx(model, opts, log);
+            Ctx ctx(model, opts, log, work_root / info.name, docroot);
             std::string fail;
             try {
                 r.detail = def.run(ctx);
@@ -1216,6 +1453,8 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
             std::string post = ctx.finish();
             if (fail.empty()) fail = post;
             r.seconds = duration<double>(Clock::now() - t0).count();
+            if (fail.empty() && ctx.bodies_from_files())
+                r.detail += std::string(r.detail.empty() ? "" : "; ") + "bodies from /file/N (no /bytes route)";
             if (opts.interrupted && *opts.interrupted) r.status = CaseStatus::interrupted;
             else if (fail.empty()) r.status = r.declared.empty() ? CaseStatus::pass : CaseStatus::declared_pass;
             else {
@@ -1232,6 +1471,7 @@ ModelVerdict verify_model(const ModelInfo& model, const VerifyOptions& opts,
         if (on_case) on_case(v.cases.back());
         if (opts.stop_at_first_failure && r.status == CaseStatus::fail) break;
     }
+    fs::remove_all(work_root, ec);
     if (opts.log_dir.empty()) fs::remove(log_dir, ec);  // only if empty: failing logs stay
     return v;
 }

@@ -28,6 +28,7 @@ struct LaunchOptions {
     bool docroot_flag = true;        // our models: pass --docroot (when docroot is set)
     std::string backend;             // our models: --backend HOST:PORT for the fan-out routes
     bool raise_nofile = false;       // soft RLIMIT_NOFILE to the hard limit in the server
+    unsigned long nofile = 0;        // > 0: the server's soft RLIMIT_NOFILE (verify's fd-limit case)
 };
 
 // Starts `model` and waits until it is ready. nullptr and a one-line `error` on failure (binary

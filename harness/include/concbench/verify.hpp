@@ -21,10 +21,11 @@ enum class VerifySet { quick, full };
 
 struct VerifyCaseInfo {
     std::string name;         // the key a model.toml [verify] table uses
-    std::string group;        // framing, headers, bad-input, hostile, exhaustion, leaks, shutdown
+    std::string group;        // framing, headers, bad-input, effects, hostile, exhaustion, leaks, shutdown
     std::string proto;        // "http" or "echo": skipped for a model serving no such workload
     std::string description;  // the expected outcome, one line
     bool full_only = false;
+    std::string family{};     // a workload family the case needs (bytes, delay, fanout, file); "" = none
 };
 
 // The table, in run order.
@@ -36,6 +37,8 @@ struct VerifyOptions {
     std::vector<std::string> only;   // run only these cases (empty: the whole set)
     std::vector<int> server_cpus;    // pin the servers here (empty: no pinning)
     int workers = 0;                 // --workers N for models that take it (0: the model's default)
+    const ModelInfo* backend = nullptr;  // serves the fan-out case's backend calls (the runner's:
+                                         // the profile's `backend`); null: that case is N/A
     std::string log_dir;             // servers' stderr, one file per case ("" = a temp dir)
     bool keep_passing_logs = false;  // otherwise logs of passing cases are removed
     bool stop_at_first_failure = false;  // the runner: one failing case is enough to refuse
@@ -47,7 +50,7 @@ enum class CaseStatus {
     fail,
     deviates,       // failed as its model.toml declares (the model's nature): not a failure
     declared_pass,  // declared to deviate but passed: reported, not a failure
-    not_applicable, // the model serves no workload of the case's protocol
+    not_applicable, // skipped by the model.toml, or it serves no workload of the case's protocol or family
     interrupted,
 };
 const char* status_name(CaseStatus s);
