@@ -22,14 +22,20 @@ using namespace concbench;
 
 namespace {
 
-int cmd_list() {
-    std::vector<ModelInfo> reg;
+// The model registry; false (after one line on stderr) when a model.toml is wrong.
+bool read_registry(std::vector<ModelInfo>& reg) {
     try {
         reg = load_registry(models_dir(), bin_dir());
+        return true;
     } catch (const std::exception& e) {
         fmt::print(stderr, "concbench: {}\n", e.what());
-        return 2;
+        return false;
     }
+}
+
+int cmd_list() {
+    std::vector<ModelInfo> reg;
+    if (!read_registry(reg)) return 2;
     std::size_t w = 12;
     for (const auto& m : reg) w = std::max(w, m.name.size() + 1);
     fmt::print("{:<{}} {:<11} {:<6} {}\n", "MODEL", w, "MECHANISM", "BUILT", "STRUCTURE");
@@ -60,12 +66,7 @@ int cmd_verify(const VerifyArgs& a) {
         return 0;
     }
     std::vector<ModelInfo> reg;
-    try {
-        reg = load_registry(models_dir(), bin_dir());
-    } catch (const std::exception& e) {
-        fmt::print(stderr, "concbench: {}\n", e.what());
-        return 2;
-    }
+    if (!read_registry(reg)) return 2;
     for (const auto& c : a.cases)
         if (!find_verify_case(c)) {
             fmt::print(stderr, "concbench verify: unknown case '{}' (see concbench verify --list-cases)\n", c);

@@ -368,11 +368,9 @@ public:
     // route (a static reference server) — /file/N from the docroot, which holds the same bytes.
     std::string body_path(std::size_t n) {
         if (model.serves("bytes") || !model.serves("file")) return fmt::format("/bytes/{}", n);
-        const Workload* w = find_workload(fmt::format("file-{}", n));
-        std::string err;
-        need(w && write_docroot_file(docroot_, *w, err), "docroot: {}", err);
+        const Workload& w = docroot_file(fmt::format("file-{}", n));
         bodies_from_files_ = true;
-        return "/file/" + w->file_name;
+        return "/file/" + w.file_name;
     }
     bool bodies_from_files() const { return bodies_from_files_; }
     // A docroot file of the `file-N` workload, written once.

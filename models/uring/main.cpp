@@ -649,7 +649,7 @@ struct Worker {
         // such connections under load). One getsockopt when a request is left incomplete, which
         // whole requests never are, closes it now.
         if (res > 0 && (flags & IORING_CQE_F_MORE) && !(flags & IORING_CQE_F_SOCK_NONEMPTY) &&
-            !c->send_inflight && !c->session->busy() && c->session->out().empty() && !c->session->at_rest() &&
+            !c->send_inflight && c->session->out().empty() && !c->session->busy() && !c->session->at_rest() &&
             reset_pending(c))
             return close_conn(c);
         // Backpressure: output or an effect pending and input piling up: stop reading until the
