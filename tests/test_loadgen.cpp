@@ -448,6 +448,112 @@ TEST(LoadScripted, IdleConnectionsTheServerDropsAreCounted) {
     EXPECT_EQ(r.idle.lost_while_idle, r.idle.dropped);  // they were closed while idle
 }
 
+// Answers every request on connections below `served`; the others are read and never answered
+// (a pool of `served` workers, each holding one keep-alive connection).
+void serve_first(int fd, int index, int served, const std::atomic<bool>& stopping) {
+    std::string in;
+    while (read_requests(fd, in, 1, stopping)) {
+        drop_requests(in, 1);
+        if (index >= served) continue;
+        if (send(fd, kAnswer.data(), kAnswer.size(), MSG_NOSIGNAL) != ssize_t(kAnswer.size())) return;
+    }
+}
+
+TEST(LoadPrimer, WaitsUntilEveryConnectionIsAnsweredOnce) {
+    // The server takes its connections up slowly (connection i answers its first request after
+    // 15 ms x i, like a thread-per-connection server spawning its threads): the load starts only
+    // once all 12 have answered, so none is starved in the window.
+    Peer peer([&](int fd, int index) {
+        std::this_thread::sleep_for(milliseconds(15 * index));
+        serve_first(fd, index, 1 << 30, peer.stopping);
+    });
+    LoadSpec s = spec_for(peer.port(), "hello", 12);
+    s.warmup_s = 0;
+    s.duration_s = 0.3;
+    s.primer_stall_s = 2;
+    LoadResult r = run_load(s);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.ended, "all");
+    EXPECT_EQ(r.primer.connections, 12);
+    EXPECT_EQ(r.primer.answered, 12);
+    EXPECT_GE(r.primer.seconds, 0.15);  // the last one answered after about 11 x 15 ms
+    EXPECT_GE(r.setup_s, r.primer.seconds);
+    EXPECT_EQ(fairness(r.per_connection).starved, 0);
+    EXPECT_EQ(load_json(s, r)["primer"]["ended"], "all");
+}
+
+TEST(LoadPrimer, EndsWhenFirstAnswersStallAndKeepsTheUnansweredInTheRun) {
+    // A pool of 3: the other 7 connections wait. The primer ends after primer_stall_s without a
+    // new first answer; the 7 stay in the run (established, their request in flight) and show up
+    // as starved, not as left out.
+    Peer peer([&](int fd, int index) { serve_first(fd, index, 3, peer.stopping); });
+    LoadSpec s = spec_for(peer.port(), "hello", 10);
+    s.warmup_s = 0;
+    s.duration_s = 0.3;
+    s.primer_stall_s = 0.3;
+    const auto t0 = steady_clock::now();
+    LoadResult r = run_load(s);
+    EXPECT_LT(duration<double>(steady_clock::now() - t0).count(), 3.0);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.ended, "stalled");
+    EXPECT_EQ(r.primer.connections, 10);
+    EXPECT_EQ(r.primer.answered, 3);
+    EXPECT_EQ(r.connections_established, 10);
+    EXPECT_EQ(fairness(r.per_connection).starved, 7);
+    EXPECT_GT(r.requests, 0u);
+}
+
+TEST(LoadPrimer, EndsAtItsTimeLimitWhileAnswersStillCome) {
+    // Connection i answers after 120 ms x i: progress never stalls for 2 s, so the time limit ends it.
+    Peer peer([&](int fd, int index) {
+        std::this_thread::sleep_for(milliseconds(120 * index));
+        serve_first(fd, index, 1 << 30, peer.stopping);
+    });
+    LoadSpec s = spec_for(peer.port(), "hello", 10);
+    s.warmup_s = 0;
+    s.duration_s = 0.2;
+    s.primer_stall_s = 2;
+    s.primer_timeout_s = 0.5;
+    LoadResult r = run_load(s);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.ended, "timeout");
+    EXPECT_GE(r.primer.answered, 2);
+    EXPECT_LE(r.primer.answered, 7);
+    EXPECT_EQ(r.connections_established, 10);
+}
+
+TEST(LoadPrimer, IdleConnectionsAPoolCannotHoldEndSetUpWhenAnswersStall) {
+    // A pool of 5 holding 2 active and 3 idle connections: the other 17 idle connections' first
+    // requests are never answered; set-up ends after the stall, not after the request time-out.
+    Peer peer([&](int fd, int index) { serve_first(fd, index, 5, peer.stopping); });
+    LoadSpec s = spec_for(peer.port(), "hello", 2);
+    s.idle_connections = 20;
+    s.warmup_s = 0;
+    s.duration_s = 0.2;
+    s.primer_stall_s = 0.3;
+    s.request_timeout_s = 30;
+    const auto t0 = steady_clock::now();
+    LoadResult r = run_load(s);
+    EXPECT_LT(duration<double>(steady_clock::now() - t0).count(), 5.0);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.idle.requested, 20);
+    EXPECT_LE(r.idle.established, 5);
+    EXPECT_GE(r.idle.established + r.primer.answered, 5);  // which 5 were accepted first varies
+}
+
+TEST(LoadPrimer, OffMeansNoPrimerInTheResult) {
+    Peer peer([&](int fd, int index) { serve_first(fd, index, 1 << 30, peer.stopping); });
+    LoadSpec s = spec_for(peer.port(), "hello", 4);
+    s.primer = false;
+    s.warmup_s = 0;
+    s.duration_s = 0.2;
+    LoadResult r = run_load(s);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.ended, "");
+    EXPECT_FALSE(load_json(s, r).contains("primer"));
+    EXPECT_GT(r.requests, 0u);
+}
+
 }  // namespace
 
 namespace {

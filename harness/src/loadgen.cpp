@@ -47,6 +47,29 @@ bool wait_count(const LoadSpec& spec, const std::atomic<int>& counter, int n, do
     return true;
 }
 
+// Waits for every thread to finish set-up, and ends the primer (and the idle connections' first
+// requests) when first answers stall — none for primer_stall_s: a pool serving as many
+// connections as it has workers — or at its time limit, noting why in `primer.ended`. False on
+// the set-up deadline.
+bool wait_setup(const LoadSpec& spec, Shared& sh, bool primer, double seconds, PrimerResult& out) {
+    const uint64_t start = now_ns();
+    const uint64_t deadline = start + seconds_to_ns(seconds);
+    const uint64_t stall = seconds_to_ns(spec.primer_stall_s), limit = start + seconds_to_ns(spec.primer_timeout_s);
+    while (sh.ready.load(std::memory_order_acquire) < spec.threads && !stop_requested(spec)) {
+        const uint64_t now = now_ns();
+        if (now > deadline) return false;
+        if (primer && !sh.primer_over.load(std::memory_order_relaxed)) {
+            const uint64_t last = std::max(start, sh.last_primed_ns.load(std::memory_order_relaxed));
+            if (now >= limit || now >= last + stall) {
+                out.ended = now >= limit ? "timeout" : "stalled";
+                sh.primer_over.store(true, std::memory_order_release);
+            }
+        }
+        std::this_thread::sleep_for(kMainTick);
+    }
+    return true;
+}
+
 std::string resolve(const LoadSpec& spec, Target& t) {
     addrinfo hints{}, *res = nullptr;
     hints.ai_family = AF_UNSPEC;
@@ -92,6 +115,7 @@ void collect(const std::vector<std::unique_ptr<Worker>>& workers, uint64_t open_
         r.oldest_pending_s = std::max(r.oldest_pending_s, w->oldest_pending_ns / 1e9);
         for (int k = 0; k < kErrKinds; ++k) errors[k] += w->errors[k];
         errors[kConnect] += w->setup_failures;
+        errors[kClosed] += w->setup_closed;
         r.idle.established += w->idle.established;
         r.idle.lost_while_idle += w->idle.lost_while_idle;
         r.idle.answered_at_end += w->idle.answered_at_end;
@@ -200,12 +224,16 @@ LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measur
     }
     for (auto& wk : workers) threads.emplace_back([&wk] { wk->run(); });
 
-    // Setup: every thread connects its share, idle connections make their first request (bounded
-    // by the time-outs; the extra margin only guards against a bug turning into a hang).
+    // Setup: every thread connects its share, idle connections make their first request, active
+    // ones are primed (bounded by the time-outs; the extra margin only guards against a bug
+    // turning into a hang).
+    const bool primer = spec.primer && w->keep_alive;
     const double setup_limit = spec.connect_timeout_s + 5.0 +
-                               (spec.idle_connections > 0 ? spec.request_timeout_s : 0.0) +
+                               (primer || spec.idle_connections > 0 ? spec.primer_timeout_s : 0.0) +
                                (spec.connections + spec.idle_connections) / 2000.0;
-    const bool setup_ok = wait_count(spec, sh.ready, spec.threads, setup_limit);
+    const uint64_t setup_start = now_ns();
+    const bool setup_ok = wait_setup(spec, sh, primer || spec.idle_connections > 0, setup_limit, r.primer);
+    r.setup_s = double(now_ns() - setup_start) / 1e9;
     r.interrupted = stop_requested(spec);
     if (!setup_ok) r.fatal = "connection set-up did not finish within " + std::to_string(int(setup_limit)) + " s";
     int established = 0;
@@ -214,6 +242,13 @@ LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measur
         established += wk->established;
         if (!wk->connect_error.empty()) reason = wk->connect_error;
         if (!wk->fatal.empty() && r.fatal.empty()) r.fatal = wk->fatal;
+    }
+    if (primer) {
+        r.primer.connections = established;
+        r.primer.answered = std::min(established, sh.primed.load());
+        const uint64_t last = sh.last_primed_ns.load();
+        r.primer.seconds = last > setup_start ? double(last - setup_start) / 1e9 : 0.0;
+        if (r.primer.ended.empty() || r.primer.answered >= established) r.primer.ended = "all";
     }
     if (!r.interrupted && r.fatal.empty() && established == 0)
         r.fatal = "no connection could be established to " + spec.host + ":" +

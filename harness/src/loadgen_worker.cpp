@@ -93,7 +93,7 @@ void Worker::run() {
         }
         if (checking_ && !check_acked_) {
             bool busy = false;
-            for (const Conn& c : conns_) busy |= c.idler && c.st == St::busy;
+            for (const Conn& c : conns_) busy |= c.idler && c.st == St::busy && !c.priming;
             if (!busy) {
                 check_acked_ = true;
                 sh_.checked.fetch_add(1, std::memory_order_release);
@@ -101,7 +101,7 @@ void Worker::run() {
         }
     }
     if (!setup_done_)  // stopped during setup: report what was established by then
-        for (const Conn& c : conns_) established += (!c.idler && c.st == St::ready);
+        for (const Conn& c : conns_) established += counts_established(c);
     close_all();
 }
 
@@ -131,12 +131,14 @@ void Worker::open_pending(uint64_t now) {
 }
 
 // Setup ends once every connection has been opened and none is still connecting (each ends
-// established or failed), and every idle connection has had its first answer.
+// established or failed), every idle connection has had its first answer, and the primer is
+// over (every active connection answered once, or the calling thread ended it).
 void Worker::finish_setup() {
     if (open_cursor_ < conns_.size()) return;
+    const bool primer_over = sh_.primer_over.load(std::memory_order_acquire);
     for (const Conn& c : conns_)
-        if (c.st == St::connecting || (c.idler && c.st == St::busy)) return;
-    for (const Conn& c : conns_) established += (!c.idler && c.st == St::ready);
+        if (c.st == St::connecting || (c.priming && !primer_over)) return;
+    for (const Conn& c : conns_) established += counts_established(c);
     setup_done_ = true;
     sh_.ready.fetch_add(1, std::memory_order_release);
 }
@@ -177,8 +179,14 @@ void Worker::on_phase(int phase, uint64_t now) {
     }
     if (phase == kCheck && !checking_) {  // active load stops; idle connections ask once more
         checking_ = true;
-        for (Conn& c : conns_)
+        for (Conn& c : conns_) {
             if (c.idler && c.st == St::ready) queue_requests(c, 1, now, now);
+            if (c.idler && c.priming) {  // never answered its first request: it was never held
+                close_conn(c);
+                c.priming = false;
+                c.st = St::unused;
+            }
+        }
     }
     phase_ = phase;
 }
@@ -205,7 +213,8 @@ void Worker::scan(uint64_t now) {
     for (Conn& c : conns_) {
         if (c.st == St::connecting && now > c.t_conn + connect_timeout_ns_)
             connect_failed(c, ETIMEDOUT);
-        else if (c.st == St::busy && c.inflight > 0 && now > ring_sent(c, 0) + request_timeout_ns_)
+        else if (c.st == St::busy && c.inflight > 0 && now > ring_sent(c, 0) + request_timeout_ns_ &&
+                 !(c.priming && !setup_done_))  // the primer has its own end
             fail(c, kTimeout, now);
         else if (c.st == St::down && sending()) {
             if (open_ && !keep_alive_) {
@@ -298,8 +307,15 @@ void Worker::connect_failed(Conn& c, int err) {
 void Worker::established_conn(Conn& c, uint64_t now) {
     c.st = St::ready;
     if (c.idler) {  // its one request before the load
-        if (!setup_done_) queue_requests(c, 1, now, now);
+        if (!setup_done_) {
+            c.priming = true;
+            queue_requests(c, 1, now, now);
+        }
         return;
+    }
+    if (!setup_done_ && primer_ && !sh_.primer_over.load(std::memory_order_relaxed)) {
+        c.priming = true;  // the primer: one request, answered before the load starts
+        return queue_requests(c, 1, now, now);
     }
     if (!sending()) return;
     if (!keep_alive_) return queue_requests(c, 1, c.t_due, c.t_conn);  // timed from connect()
@@ -486,8 +502,15 @@ bool Worker::complete_one(Conn& c, uint64_t now) {
             return false;
         }
         ++idle.established;  // answered its first request: held from now on
+        c.priming = false;
         c.st = St::ready;
+        sh_.last_primed_ns.store(now, std::memory_order_relaxed);  // set-up is making progress
         return true;
+    }
+    if (c.priming) {  // the primer's answer: the server has taken this connection up
+        c.priming = false;
+        sh_.primed.fetch_add(1, std::memory_order_relaxed);
+        sh_.last_primed_ns.store(now, std::memory_order_relaxed);
     }
     if (recording_) {
         const uint64_t lat = now > t_due ? now - t_due : 0;
@@ -525,6 +548,7 @@ void Worker::after_answers(Conn& c, int completed, uint64_t now) {
 
 // A broken connection: count it, close it, open its replacement.
 void Worker::fail(Conn& c, Err kind, uint64_t now) {
+    c.priming = false;
     if (c.idler) {
         const bool held = c.st == St::ready;  // it had answered before: the server dropped it
         if (!held && !checking_) c.st = St::unused;  // never held: a set-up failure
@@ -541,7 +565,7 @@ void Worker::fail(Conn& c, Err kind, uint64_t now) {
         // Lost before the load began (a server that accepts and closes what it cannot serve,
         // like select past FD_SETSIZE): left out like a failed connect, never retried in a loop.
         close_conn(c);
-        ++setup_failures;
+        ++setup_closed;
         c.st = St::unused;
         connect_error = "closed by the server before the load started";
         return;

@@ -22,7 +22,9 @@
 //   an answer) leaves as soon as it can, and its latency is counted from the intended time.
 // - Latency is CLOCK_MONOTONIC from the request's send() (or connect(), if the workload opens a
 //   connection per request) to the recv() that completed the answer.
-// - Phases: connect all (idle connections make their first request), warm up (not recorded),
+// - Phases: connect all (the primer: every keep-alive connection, active or idle, makes one
+//   request and waits for its answer, so the load starts on connections the server has taken
+//   up — a thread per connection spawned, a process forked), warm up (not recorded),
 //   measure (counters reset on entry, thread CPU time read on entry and exit), check (idle
 //   connections make their last request), done. The calling thread drives the phases.
 #pragma once
@@ -99,6 +101,7 @@ struct Conn {
     bool out_armed = false;  // EPOLLOUT in the interest set
     bool idler = false;      // an idle connection (held through the load)
     bool in_heap = false;    // open loop: waiting in the schedule heap
+    bool priming = false;    // its primer request is in flight (set-up)
     uint8_t flags = 0;       // Flag bits of the answer in progress
     uint16_t inflight = 0;   // requests sent (or queued) and not yet answered
     uint16_t head = 0;       // ring index of the oldest request in flight
@@ -130,6 +133,12 @@ struct Shared {
     std::atomic<int> checked{0};       // threads done with the idle check
     std::atomic<uint64_t> load_start_ns{0};  // warm-up start: the open-loop schedule's origin
     std::atomic<uint64_t> open_ns{0};        // the measured window's start
+    // The primer: keep-alive connections make one request each during set-up and wait for its
+    // answer. The calling thread ends it (primer_over) when every one is answered, when answers
+    // stall, or at its time limit; a connection still waiting keeps its request in flight.
+    std::atomic<int> primed{0};              // first answers so far, over all threads
+    std::atomic<uint64_t> last_primed_ns{0}; // when the latest one came
+    std::atomic<bool> primer_over{false};
 };
 
 class Worker {
@@ -137,7 +146,7 @@ public:
     Worker(Shared& sh, int index, int first_gid, int nconns, int nidle)
         : sh_(sh), wl_(*sh.spec.workload), index_(index), conns_(std::size_t(nconns + nidle)),
           pipeline_(std::max(1, sh.spec.pipeline)), open_(sh.spec.rate > 0),
-          keep_alive_(wl_.keep_alive), req_len_(uint32_t(sh.request.size())),
+          keep_alive_(wl_.keep_alive), primer_(sh.spec.primer && wl_.keep_alive), req_len_(uint32_t(sh.request.size())),
           connect_timeout_ns_(seconds_to_ns(sh.spec.connect_timeout_s)),
           request_timeout_ns_(seconds_to_ns(sh.spec.request_timeout_s)),
           ring_sent_(conns_.size() * std::size_t(pipeline_)),
@@ -156,6 +165,7 @@ public:
     Histogram hist, hist_uncorrected;
     uint64_t errors[kErrKinds] = {};
     uint64_t setup_failures = 0;  // connections never established (reported as `connect`)
+    uint64_t setup_closed = 0;    // connected, then closed by the server in set-up (as `closed`)
     uint64_t requests = 0, sent = 0;
     int established = 0;
     double cpu_s = 0;
@@ -203,6 +213,10 @@ private:
     uint64_t& ring_due(Conn& c, int k) { return ring_due_[idx(c) * pipeline_ + (c.head + k) % pipeline_]; }
     std::size_t idx(const Conn& c) const { return std::size_t(&c - conns_.data()); }
     bool sending() const { return loading_ && !checking_; }
+    // An active connection of the run: up, whether its primer request was answered or not.
+    static bool counts_established(const Conn& c) {
+        return !c.idler && (c.st == St::ready || c.st == St::busy);
+    }
 
     Shared& sh_;
     const Workload& wl_;
@@ -210,6 +224,7 @@ private:
     std::vector<Conn> conns_;
     const int pipeline_;
     const bool open_, keep_alive_;
+    const bool primer_;       // active keep-alive connections are primed during set-up
     const uint32_t req_len_;
     const uint64_t connect_timeout_ns_, request_timeout_ns_;
     std::vector<uint64_t> ring_sent_, ring_due_;

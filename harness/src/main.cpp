@@ -179,6 +179,12 @@ void print_summary(const LoadArgs& a, const nlohmann::json& j) {
                    f["per_connection_max"].get<uint64_t>(), num(f["jain_index"]),
                    f["starved_connections"].get<int>());
     }
+    if (j.contains("primer")) {
+        const auto& p = j["primer"];
+        fmt::print("primer: {} of {} connections answered once before the load ({}), last first answer "
+                   "{:.2f} s after set-up began\n", p["answered"].get<int>(), p["connections"].get<int>(),
+                   p["ended"].get<std::string>(), num(p["seconds"]));
+    }
     if (j.contains("idle")) {
         const auto& i = j["idle"];
         fmt::print("idle connections: {} asked, {} established, {} lost while idle, {} answered at the end, "

@@ -180,6 +180,10 @@ nlohmann::json load_json(const LoadSpec& spec, const LoadResult& r) {
                        {"offered_rps", r.offered_rps},
                        {"achieved_ratio", r.offered_rps > 0 ? rps / r.offered_rps : 0}};
     }
+    j["setup_s"] = r.setup_s;
+    if (!r.primer.ended.empty())
+        j["primer"] = {{"connections", r.primer.connections}, {"answered", r.primer.answered},
+                       {"seconds", r.primer.seconds}, {"ended", r.primer.ended}};
     if (spec.idle_connections > 0)
         j["idle"] = {{"requested", r.idle.requested}, {"established", r.idle.established},
                      {"lost_while_idle", r.idle.lost_while_idle},

@@ -40,6 +40,13 @@ struct LoadSpec {
     double warmup_s = 1.0;          // run but not recorded
     double duration_s = 5.0;        // measured
     double connect_timeout_s = 5.0;
+    // The primer (keep-alive workloads): during set-up every connection makes one request and
+    // waits for its answer, so the load starts on connections the server has taken up. It ends
+    // when all are answered, when no new first answer came for `primer_stall_s` (a pool holding
+    // as many connections as it has workers), or after `primer_timeout_s`.
+    bool primer = true;
+    double primer_stall_s = 2.0;
+    double primer_timeout_s = 30.0;
     double request_timeout_s = 10.0;  // an answer not complete by then is a `timeout` error
     const std::atomic<bool>* stop = nullptr;  // set from outside (Ctrl-C): end as soon as possible
 };
@@ -61,6 +68,14 @@ struct IdleResult {
     int lost_while_idle = 0; // closed or reset by the server while idle
     int answered_at_end = 0; // answered the request made at the end
     int dropped = 0;         // established but not answered at the end (lost, reset, timed out)
+};
+
+// How the primer ended: every connection answered once, or not.
+struct PrimerResult {
+    int connections = 0;     // active keep-alive connections established
+    int answered = 0;        // of them, answered once before the load started
+    double seconds = 0;      // from the start of set-up to the last first answer (all: the ramp)
+    std::string ended;       // "all", "stalled", "timeout" ("" without a primer)
 };
 
 struct LoadResult {
@@ -87,6 +102,8 @@ struct LoadResult {
     double oldest_pending_s = 0;     // the longest-waiting unanswered request at the window's end
     std::vector<SecondStats> series; // per second of the measured window
     IdleResult idle;
+    PrimerResult primer;
+    double setup_s = 0;              // connecting (and priming) before the load started
     bool interrupted = false;        // spec.stop was set
     std::string fatal;               // non-empty: the load could not run at all (why)
 };
