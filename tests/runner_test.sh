@@ -32,7 +32,8 @@ pycheck() {
 tmp="$(mktemp -d)"
 bg_pid=""
 cleanup() {
-    # Only the concbench we started, by its PID, if a failure left it running.
+    # Only what we started, by PID, if a failure left it running.
+    [ -n "${hog_pid:-}" ] && kill -KILL "$hog_pid" 2>/dev/null
     if [ -n "$bg_pid" ] && kill -0 "$bg_pid" 2>/dev/null; then
         kill -TERM "$bg_pid" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 0.1; done
@@ -55,6 +56,8 @@ connections = [1, 10]
 repetitions = 1
 warmup_s = 0.2
 duration_s = 0.5
+rest_check_s = 0.5
+disturbed_reruns = 0
 EOF
 timeout -k 5 120 "$CB" run --profile "$tmp/tiny.toml" --results "$res" >"$tmp/out1" 2>"$tmp/err1"
 rc=$?
@@ -67,6 +70,8 @@ check "results/latest points to the run dir ($(readlink "$res/latest") vs $run1)
     test "$(readlink "$res/latest")" = "$run1" -a -d "$res/latest/"
 check "progress line [  1/4] with ETA" grep -qE '^\[  1/4\] .*\(ETA [0-9]' "$tmp/out1"
 check "progress line [  4/4]" grep -qF '[  4/4]' "$tmp/out1"
+check "the machine at rest is read before the first cell ($(grep -m1 'at rest\|busy before' "$tmp/out1" "$tmp/err1"))" \
+    grep -qE 'at rest for 0.5 s|the machine is busy before the first cell' "$tmp/out1" "$tmp/err1"
 check "profile copied into the run dir" cmp -s "$tmp/tiny.toml" "$dir1/profile.toml"
 for d in hist series; do
     n="$(find "$dir1/$d" -maxdepth 1 -name '*.json' 2>/dev/null | wc -l)"
@@ -121,6 +126,14 @@ for i, line in enumerate(lines, 1):
                                    f"server cpu {srv.get('cpu_user_s')}+{srv.get('cpu_sys_s')} s)")
     t(j.get("shutdown", {}).get("clean") is True, f"{c}: shutdown.clean ({j.get('shutdown')})")
     t(num("client.cpu_util") is not None, f"{c}: client.cpu_util present")
+    i = j.get("interference", {})
+    for role in ("server", "client"):
+        r = i.get(role, {})
+        t(all(isinstance(r.get(k), (int, float)) for k in ("busy", "own", "foreign", "steal")),
+          f"{c}: interference.{role} has busy, own, foreign, steal ({r})")
+    t(i.get("server", {}).get("cpus") == [0] and i.get("client", {}).get("cpus") == [1], f"{c}: interference CPUs")
+    t(isinstance(j.get("disturbed"), bool) and j.get("attempts") == 1, f"{c}: disturbed flag, one attempt")
+    t(j.get("primer", {}).get("ended") == "all", f"{c}: primer answered every connection ({j.get('primer')})")
 t(cells == {f"{m}/hello/c{n}/r1" for m in ("epoll", "threads") for n in (1, 10)}, f"the 4 cells ({sorted(cells)})")
 EOF
 
@@ -251,6 +264,8 @@ pipeline = 2
 repetitions = 1
 warmup_s = 0.2
 duration_s = 0.5
+rest_check_s = 0.5
+disturbed_reruns = 0
 EOF
 timeout -k 5 60 "$CB" run --profile "$tmp/sweep.toml" --results "$res" >"$tmp/out8" 2>"$tmp/err8"
 rc=$?
@@ -348,6 +363,112 @@ e = by.get("epoll", {})
 t(e.get("status") == "ok" and e.get("verify") == "quick", f"epoll measured after verify quick ({e.get('status')}, {e.get('verify')})")
 v = json.load(open(sys.argv[2]))
 t(v.get("fake", {}).get("ok") is False and v.get("epoll", {}).get("ok") is True, "verify.json: fake failed, epoll ok")
+PYEOF
+
+# ---------------------------------------------------------------- interference: a hog on the server's CPU
+# A bounded busy loop pinned to CPU 0 (the server's) starts with the first cell and is stopped (by
+# its PID) as soon as the runner reports that cell disturbed: the cell is re-run on quiet CPUs and
+# kept clean, its disturbed attempt kept in reruns.jsonl. The threshold is well above a quiet
+# machine's readings (a few %) and below a hog's share (about half of the server's core); the
+# speed probe is left out (slowdown_threshold = 1): a host's contention is not this test's hog.
+# The waits below poll with shell builtins only: a process per poll (grep, sleep) would itself be
+# other work on the cell's CPUs (a fork here costs about a millisecond).
+mkfifo "$tmp/nap" && exec 9<>"$tmp/nap"   # read -t on a pipe nobody writes: a sleep without a process
+nap() { read -r -t "$1" -u 9 _ || true; }
+wait_for_line() {   # wait_for_line FILE TEXT SECONDS PID: until FILE has TEXT, PID ends or time is up
+    local end=$((SECONDS + $3)) line
+    while [ "$SECONDS" -lt "$end" ] && kill -0 "$4" 2>/dev/null; do
+        while IFS= read -r line || [ -n "$line" ]; do [[ $line == *"$2"* ]] && return 0; done <"$1"
+        nap 0.02
+    done
+    return 1
+}
+hog_pid=""
+start_hog() {   # start_hog SECONDS: a busy loop on CPU 0 that ends by itself; its PID is the loop's own
+    taskset -c 0 bash -c "end=\$((SECONDS + $1)); while [ \$SECONDS -lt \$end ]; do :; done" &
+    hog_pid=$!
+}
+stop_hog() { [ -n "$hog_pid" ] && kill -KILL "$hog_pid" 2>/dev/null; wait "$hog_pid" 2>/dev/null; hog_pid=""; }
+cat >"$tmp/hog.toml" <<'EOF'
+name = "hog"
+models = ["epoll"]
+workloads = ["hello"]
+connections = [10, 20]
+warmup_s = 0.3
+duration_s = 1.5
+verify = "off"
+rest_check_s = 0.5
+interference_threshold = 0.2
+slowdown_threshold = 1.0
+disturbed_reruns = 2
+quiet_wait_s = 10
+EOF
+"$CB" run --profile "$tmp/hog.toml" --results "$res" >"$tmp/out10" 2>"$tmp/err10" &
+bg_pid=$!
+wait_for_line "$tmp/out10" '[  1/2]' 30 "$bg_pid"
+start_hog 20
+wait_for_line "$tmp/out10" 'disturbed:' 30 "$bg_pid"
+stop_hog
+deadline=$((SECONDS + 60))
+while kill -0 "$bg_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do nap 0.1; done
+kill -KILL "$bg_pid" 2>/dev/null
+wait "$bg_pid"
+rc=$?
+bg_pid=""
+check "hog run exits 0 (got $rc: $(tail -c 300 "$tmp/err10"))" test "$rc" -eq 0
+check "the hog's cell is reported disturbed, then re-run ($(grep -A1 'disturbed:' "$tmp/out10" | head -2))" \
+    grep -qE 're-run 1 of 2' "$tmp/out10"
+run10="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out10" | head -1)"
+pycheck "hog cell disturbed, re-run clean" "$res/$run10" <<'PYEOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+rows = {r["cell"]: r for r in map(json.loads, (d / "results.jsonl").read_text().splitlines())}
+t(sorted(rows) == ["epoll/hello/c10/r1", "epoll/hello/c20/r1"], f"one line per cell ({sorted(rows)})")
+first = rows.get("epoll/hello/c10/r1", {})
+t(first.get("status") == "ok", f"the hog's cell ends ok ({first.get('error')})")
+t(first.get("attempts") == 2, f"the hog's cell took 2 attempts ({first.get('attempts')}, {first.get('earlier_attempts')})")
+t(first.get("disturbed") is False and first.get("disturbed_by") == "", f"its re-run is clean ({first.get('disturbed_by')!r})")
+early = (first.get("earlier_attempts") or [{}])[0]
+t("server CPU 0" in early.get("disturbed_by", "") and "other processes" in early.get("disturbed_by", ""),
+  f"the first attempt names the server CPU's other work ({early})")
+re = [json.loads(l) for l in (d / "reruns.jsonl").read_text().splitlines()] if (d / "reruns.jsonl").exists() else []
+t(len(re) == 1 and re[0].get("superseded") is True and re[0]["cell"] == "epoll/hello/c10/r1", f"reruns.jsonl keeps the disturbed attempt ({len(re)})")
+if re:
+    f = re[0]["interference"]["server"]
+    t(f["foreign"] > 0.2 and re[0]["interference"]["top"][0]["comm"] == "bash", f"the hog measured on CPU 0: {f}, top {re[0]['interference']['top'][:1]}")
+    t(re[0]["interference"]["client"]["foreign"] < 0.2, "the client CPU was not the hog's")
+second = rows.get("epoll/hello/c20/r1", {})
+t(second.get("attempts") == 1 and second.get("disturbed") is False, f"the next cell ran once, clean ({second.get('disturbed_by')!r})")
+PYEOF
+
+# A hog through the whole run: the rest check warns (naming it), and the cell, still disturbed
+# after its re-run, is kept and marked.
+sed -e 's/^name = .*/name = "hog2"/' -e 's/^connections = .*/connections = [10]/' -e 's/^disturbed_reruns = .*/disturbed_reruns = 1/' \
+    -e 's/^quiet_wait_s = .*/quiet_wait_s = 1/' "$tmp/hog.toml" >"$tmp/hog2.toml"
+start_hog 40
+nap 0.3
+timeout -k 5 60 "$CB" run --profile "$tmp/hog2.toml" --results "$res" >"$tmp/out11" 2>"$tmp/err11"
+rc=$?
+hog_was=$hog_pid
+stop_hog
+check "persistent hog run exits 0 (got $rc: $(tail -c 300 "$tmp/err11"))" test "$rc" -eq 0
+check "the rest check warns, naming the hog ($(head -c 400 "$tmp/err11"))" \
+    grep -qE "warning: the machine is busy before the first cell .*bash\[$hog_was\]" "$tmp/err11"
+check "the rest warning is one line" test "$(grep -c 'busy before the first cell' "$tmp/err11")" -eq 1
+run11="$(sed -n 's/^concbench: run \([^ ]*\) .*/\1/p' "$tmp/out11" | head -1)"
+pycheck "still disturbed: kept and marked" "$res/$run11" <<'PYEOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+def t(ok, what): print(("PASS " if ok else "FAIL ") + what)
+rows = [json.loads(l) for l in (d / "results.jsonl").read_text().splitlines()]
+t(len(rows) == 1, f"one line ({len(rows)})")
+r = rows[0] if rows else {}
+t(r.get("status") == "ok" and r.get("disturbed") is True and r.get("attempts") == 2,
+  f"kept, marked disturbed after 2 attempts ({r.get('status')}, {r.get('disturbed')}, {r.get('attempts')})")
+t("server CPU 0" in r.get("disturbed_by", ""), f"disturbed_by names the CPU ({r.get('disturbed_by')!r})")
+m = json.loads((d / "meta.json").read_text())
+t(len(m.get("at_rest", [])) == 1 and m["at_rest"][0]["server"]["foreign"] > 0.2, "meta.json records the busy machine at rest")
 PYEOF
 
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing written

@@ -215,7 +215,19 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{2, "models = []", "models"},
                       BadValue{2, "models = \"epoll\"", "models"},
                       BadValue{2, "models = [\"epoll\", \"epoll\"]", "epoll"},
-                      BadValue{1, "name = 3", "name"}),
+                      BadValue{1, "name = 3", "name"},
+                      BadValue{7, "interference_threshold = 0", "above 0 and at most 1"},
+                      BadValue{7, "interference_threshold = 5", "at most 1"},
+                      BadValue{7, "interference_threshold = \"5 %\"", "interference_threshold"},
+                      BadValue{7, "slowdown_threshold = 1.5", "slowdown_threshold"},
+                      BadValue{7, "disturbed_reruns = -1", "from 0 to 10"},
+                      BadValue{7, "disturbed_reruns = 11", "disturbed_reruns"},
+                      BadValue{7, "disturbed_reruns = 1.5", "disturbed_reruns"},
+                      BadValue{7, "quiet_wait_s = -1", "quiet_wait_s"},
+                      BadValue{7, "rest_check_s = 61", "from 0 to 60"},
+                      BadValue{7, "primer_stall_s = 0", "primer_stall_s"},
+                      BadValue{7, "primer_timeout_s = -5", "primer_timeout_s"},
+                      BadValue{5, "repetitions = 101", "from 1 to 100"}),
     bad_value_name);
 
 TEST_F(ProfileTest, ServerCpuOutOfRangeListsAvailableCpus) {
@@ -341,6 +353,26 @@ TEST_F(ProfileTest, LoadShapeKeysAreRead) {
     EXPECT_EQ(p.idle_connections, (std::vector<int>{0, 10000}));
     EXPECT_EQ(p.rate_sweep, (std::vector<double>{0.1, 0.5, 1.0, 1.2}));
     EXPECT_DOUBLE_EQ(p.request_timeout_s, 2.5);
+}
+
+TEST_F(ProfileTest, InterferenceKeysDefaultAndAreRead) {
+    Profile d = load_profile(write_lines(base_lines()), registry());
+    EXPECT_DOUBLE_EQ(d.interference_threshold, 0.05);
+    EXPECT_EQ(d.disturbed_reruns, 2);
+    EXPECT_DOUBLE_EQ(d.rest_check_s, 2);
+    EXPECT_DOUBLE_EQ(d.primer_stall_s, 2);
+    auto lines = base_lines();
+    for (const char* l : {"interference_threshold = 0.1", "slowdown_threshold = 0.3", "disturbed_reruns = 0",
+                          "quiet_wait_s = 0", "rest_check_s = 0", "primer_stall_s = 0.5", "primer_timeout_s = 90"})
+        lines.push_back(l);
+    Profile p = load_profile(write_lines(lines), registry());
+    EXPECT_DOUBLE_EQ(p.interference_threshold, 0.1);
+    EXPECT_DOUBLE_EQ(p.slowdown_threshold, 0.3);
+    EXPECT_EQ(p.disturbed_reruns, 0);
+    EXPECT_DOUBLE_EQ(p.quiet_wait_s, 0);
+    EXPECT_DOUBLE_EQ(p.rest_check_s, 0);
+    EXPECT_DOUBLE_EQ(p.primer_stall_s, 0.5);
+    EXPECT_DOUBLE_EQ(p.primer_timeout_s, 90);
 }
 
 TEST_F(ProfileTest, BadLoadShapeValuesAreRefusedWithTheirLine) {

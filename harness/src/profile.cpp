@@ -37,6 +37,20 @@ double positive_number(const Ctx& c, const toml::node& n, const char* key, doubl
     return *v;
 }
 
+double fraction(const Ctx& c, const toml::node& n, const char* key) {
+    std::optional<double> v = n.value<double>();
+    if (!v || !(*v > 0) || *v > 1)
+        c.fail(n, fmt::format("'{}' must be a fraction of a core above 0 and at most 1 (0.05 = 5 %)", key));
+    return *v;
+}
+
+double seconds_or_zero(const Ctx& c, const toml::node& n, const char* key, double max) {
+    std::optional<double> v = n.value<double>();
+    if (!v || !(*v >= 0) || *v > max)
+        c.fail(n, fmt::format("'{}' must be a number of seconds from 0 to {}", key, max));
+    return *v;
+}
+
 int whole_number(const Ctx& c, const toml::node& n, const char* key, int lo, int hi) {
     std::optional<int64_t> v = n.value<int64_t>();
     if (!n.is_integer() || !v || *v < lo || *v > hi)
@@ -126,7 +140,8 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
         "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
         "workers", "connections_for", "backend", "pipeline", "idle_connections", "rate_sweep",
-        "request_timeout_s", "verify"};
+        "request_timeout_s", "verify", "primer_stall_s", "primer_timeout_s", "interference_threshold",
+        "slowdown_threshold", "disturbed_reruns", "quiet_wait_s", "rest_check_s"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
     for (auto&& [k, v] : t) {
         std::string key(k.str());
@@ -170,6 +185,13 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         else if (key == "server_cpus") p.server_cpus = cpu_list(c, v, "server_cpus");
         else if (key == "client_cpus") p.client_cpus = cpu_list(c, v, "client_cpus");
         else if (key == "client_threads") p.client_threads = whole_number(c, v, "client_threads", 1, 256);
+        else if (key == "primer_stall_s") p.primer_stall_s = positive_number(c, v, "primer_stall_s", 600);
+        else if (key == "primer_timeout_s") p.primer_timeout_s = positive_number(c, v, "primer_timeout_s", 3600);
+        else if (key == "interference_threshold") p.interference_threshold = fraction(c, v, "interference_threshold");
+        else if (key == "slowdown_threshold") p.slowdown_threshold = fraction(c, v, "slowdown_threshold");
+        else if (key == "disturbed_reruns") p.disturbed_reruns = whole_number(c, v, "disturbed_reruns", 0, 10);
+        else if (key == "quiet_wait_s") p.quiet_wait_s = seconds_or_zero(c, v, "quiet_wait_s", 600);
+        else if (key == "rest_check_s") p.rest_check_s = seconds_or_zero(c, v, "rest_check_s", 60);
         else if (key == "verify") {
             std::optional<std::string> sv = v.value<std::string>();
             if (!v.is_string() || (*sv != "quick" && *sv != "full" && *sv != "off"))

@@ -94,6 +94,13 @@ nlohmann::json make_meta(const std::string& run_id, const Profile& p) {
                     {"client_cpus", p.client_cpus},
                     {"client_threads", p.client_threads},
                     {"workers", p.workers},
+                    {"primer_stall_s", p.primer_stall_s},
+                    {"primer_timeout_s", p.primer_timeout_s},
+                    {"interference_threshold", p.interference_threshold},
+                    {"slowdown_threshold", p.slowdown_threshold},
+                    {"disturbed_reruns", p.disturbed_reruns},
+                    {"quiet_wait_s", p.quiet_wait_s},
+                    {"rest_check_s", p.rest_check_s},
                     {"text", p.text}};
     char ts[32];
     time_t now = time(nullptr);

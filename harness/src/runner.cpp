@@ -17,14 +17,14 @@
 
 #include <fmt/format.h>
 
+#include "cell.hpp"
 #include "concbench/docroot.hpp"
 #include "concbench/host.hpp"
+#include "concbench/interference.hpp"
 #include "concbench/launch.hpp"
-#include "concbench/loadgen.hpp"
 #include "concbench/profile.hpp"
 #include "concbench/registry.hpp"
 #include "concbench/results.hpp"
-#include "concbench/sampler.hpp"
 #include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
 
@@ -42,34 +42,6 @@ void on_signal(int) {
     g_stop.store(true);
     g_interrupted = true;
 }
-
-// The `idle` workload: its cell's connection count is held idle while this many connections
-// run the measured load (GET / keep-alive).
-constexpr int kIdleWorkloadActive = 10;
-
-struct Cell {
-    std::string model, workload;
-    int connections;
-    int repetition;
-    int idle = 0;         // idle connections held through the load
-    int step = -1;        // -1: closed loop; else the index into the profile's rate_sweep
-    double fraction = 0;  // rate_sweep[step]: the open-loop rate as a fraction of the closed maximum
-    std::string suffix(char sep) const {
-        std::string s;
-        if (idle > 0) s += fmt::format("{}i{}", sep, idle);
-        s += fmt::format("{}r{}", sep, repetition);
-        if (step >= 0) s += fmt::format("{}rate{:g}", sep, fraction * 100);
-        return s;
-    }
-    std::string id() const { return fmt::format("{}/{}/c{}{}", model, workload, connections, suffix('/')); }
-    std::string stem() const { return fmt::format("{}_{}_c{}{}", model, workload, connections, suffix('_')); }
-    // The closed-loop cell a sweep step takes its maximum from.
-    std::string closed_id() const {
-        Cell c = *this;
-        c.step = -1;
-        return c.id();
-    }
-};
 
 // Repetition-major, models innermost: every model is measured once before any is measured
 // again, so drift on a shared machine spreads over all models alike. A rate sweep's steps follow
@@ -128,246 +100,51 @@ std::map<std::string, double> finished_cells(const std::string& jsonl) {
     return done;
 }
 
-// Busy and steal time of some CPUs from /proc/stat, in seconds: how much of the server's CPUs
-// went to anything at all, so that time not charged to the server (other processes, interrupt
-// work) is visible instead of silently slowing a model down.
-struct CpuTimes {
-    double busy_s = 0, steal_s = 0;
-};
-CpuTimes cpu_times(const std::vector<int>& cpus) {
-    CpuTimes t;
-    std::ifstream in("/proc/stat");
-    std::string line;
-    const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-    while (std::getline(in, line)) {
-        int cpu;
-        unsigned long long v[8] = {};
-        if (std::sscanf(line.c_str(), "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
-                        &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
-            continue;
-        if (std::find(cpus.begin(), cpus.end(), cpu) == cpus.end()) continue;
-        t.busy_s += (v[0] + v[1] + v[2] + v[5] + v[6]) / hz;  // user nice system irq softirq
-        t.steal_s += v[7] / hz;
-    }
-    return t;
-}
-
 std::string human_duration(double s) {
     if (s < 60) return fmt::format("{:.0f}s", s);
     return fmt::format("{}m{:02d}s", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
 }
 
-struct CellRun {
-    json line;
-    bool interrupted = false;
-};
-
-// `closed_max`: for a sweep step, the throughput of its closed-loop cell (0: it failed).
-CellRun run_cell(const Cell& cell, const Profile& p, const ModelInfo& model,
-                 const std::vector<ModelInfo>& registry, const std::string& run_id, const fs::path& dir,
-                 double closed_max) {
-    CellRun out;
-    json& j = out.line;
-    j["schema"] = kResultsSchema;
-    j["run_id"] = run_id;
-    j["cell"] = cell.id();
-    j["model"] = cell.model;
-    j["mechanism"] = model.mechanism;
-    j["workload"] = cell.workload;
-    j["connections"] = cell.connections;
-    j["repetition"] = cell.repetition;
-    j["idle_connections"] = cell.idle;
-    j["status"] = "failed";
-    j["error"] = "";
-    if (cell.step >= 0) {
-        j["load"] = {{"shape", "open"}, {"rate_fraction", cell.fraction}, {"closed_max_rps", closed_max},
-                     {"closed_cell", cell.closed_id()}};
-    }
-    const Workload* w = find_workload(cell.workload);
-    if (!model.serves(cell.workload)) {
-        j["error"] = fmt::format("model '{}' does not serve workload '{}' (see {})", cell.model,
-                                 cell.workload, model.toml_path);
-        return out;
-    }
-    if (cell.step >= 0 && !(closed_max > 0)) {
-        j["error"] = fmt::format("no closed-loop maximum to sweep from: cell {} failed", cell.closed_id());
-        return out;
-    }
-    if (p.pipeline > 1 && !w->keep_alive) {
-        j["error"] = fmt::format("pipeline = {} needs a keep-alive workload; '{}' opens a connection per request",
-                                 p.pipeline, w->name);
-        return out;
-    }
-    if (cell.idle > 0 && !w->keep_alive) {
-        j["error"] = fmt::format("idle connections need a keep-alive workload; '{}' closes after each answer", w->name);
-        return out;
-    }
-
-    // A fan-out's backend: a server of its own on the client's CPUs, so its work is not charged
-    // to the model measured, started fresh for the cell.
-    std::unique_ptr<ServerProcess> backend;
-    std::string err;
-    if (w->needs_backend) {
-        LaunchOptions bo;  // HTTP on loopback, port 0, the model's default workers
-        bo.cpus = p.client_cpus;
-        bo.log_path = (dir / "logs" / (cell.stem() + ".backend.log")).string();
-        backend = launch_server(*find_model(registry, p.backend), bo,
-                                milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err, &g_interrupted);
-        if (!backend) {
-            out.interrupted = g_interrupted;
-            j["error"] = "the fan-out backend (" + p.backend + ") did not start: " + err;
-            return out;
-        }
-        j["backend"] = {{"model", p.backend}, {"cpus", p.client_cpus}};
-    }
-
-    LaunchOptions lo;
-    lo.proto = proto_name(w->proto);
-    lo.workers = p.workers_for(model);
-    if (lo.workers) j["workers"] = lo.workers;
-    if (backend) lo.backend = fmt::format("{}:{}", backend->host(), backend->port());
-    // The run's docroot: given to our models for the file workloads (--docroot), and always the
-    // /file/ directory of a reference server's configuration.
-    lo.docroot = fs::absolute(dir / "docroot").string();
-    lo.docroot_flag = !w->file_name.empty();
-    lo.cpus = p.server_cpus;
-    lo.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
-    lo.work_dir = (dir / "servers" / cell.stem()).string();  // a reference server's own files
-    lo.raise_nofile = true;
-    if (model.reference) j["reference"] = {{"dir", lo.work_dir}};
-    auto server = launch_server(model, lo, milliseconds(static_cast<long>(p.ready_timeout_s * 1000)), err,
-                                &g_interrupted);
-    if (!server) {
-        out.interrupted = g_interrupted;
-        j["error"] = "server did not start: " + err;
-        return out;
-    }
-
-    // The server's memory before any connection: what idle connections cost is measured from it.
-    const TreeSample at_start = sample_tree(server->pid());
-    Sampler sampler(server->pid());
-    sampler.start();
-    LoadSpec spec;
-    spec.host = server->host();
-    spec.port = server->port();
-    spec.workload = w;
-    spec.connections = cell.connections;
-    spec.threads = std::min(p.client_threads, cell.connections);
-    spec.cpus = p.client_cpus;
-    spec.warmup_s = p.warmup_s;
-    spec.duration_s = p.duration_s;
-    spec.request_timeout_s = p.request_timeout_s;
-    spec.pipeline = p.pipeline;
-    spec.idle_connections = cell.idle;
-    if (w->idle) {  // C10K: the cell's count is held idle beside a small active load
-        spec.idle_connections += cell.connections;
-        spec.connections = kIdleWorkloadActive;
-        spec.threads = std::min(p.client_threads, kIdleWorkloadActive);
-        j["active_connections"] = kIdleWorkloadActive;
-    }
-    if (cell.step >= 0) spec.rate = cell.fraction * closed_max;
-    spec.stop = &g_stop;
-    CpuTimes cpu0, cpu1;
-    LoadResult r = run_load(
-        spec, [&] { sampler.mark_start(); cpu0 = cpu_times(p.server_cpus); },
-        [&] { sampler.mark_end(); cpu1 = cpu_times(p.server_cpus); });
-    sampler.stop();
-    std::string died = server->died();
-    StopReport stop = server->stop(milliseconds(static_cast<long>(p.stop_grace_s * 1000)));
-    out.interrupted = r.interrupted || g_interrupted;
-
-    SamplerSummary s = sampler.summary();
-    double server_cpu = s.cpu_s;
-    double req = std::max<double>(1, static_cast<double>(r.requests));
-    double server_util = r.measured_s > 0 ? server_cpu / (r.measured_s * p.server_cpus.size()) : 0;
-
-    json lj = load_json(spec, r);  // the client's side: load shape, latency, errors, fairness, ...
-    if (cell.step >= 0)
-        lj["load"].update(j["load"]);
-    lj.erase("connections");
-    j.update(lj);
-    j["server"] = {{"pss_kib_peak", s.pss_kib_peak},     {"pss_kib_mean", s.pss_kib_mean},
-                   {"rss_kib_peak", s.rss_kib_peak},     {"threads_peak", s.threads_peak},
-                   {"processes_peak", s.processes_peak}, {"fds_peak", s.fds_peak},
-                   {"cpu_user_s", s.cpu_user_s},         {"cpu_sys_s", s.cpu_sys_s},
-                   {"cpu_s", s.cpu_s},
-                   {"cpu_us_per_req", server_cpu * 1e6 / req},
-                   {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
-                   {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
-                   {"cpus", p.server_cpus},              {"pss_kib_at_start", at_start.pss_kib}};
-    // C10K: what one idle connection costs — the tree's PSS in the window over its PSS before
-    // the first connection, per idle connection held (the 10 active ones are in it too, a
-    // rounding error at thousands of idle ones).
-    if (j.contains("idle") && r.idle.established > 0)
-        j["idle"]["pss_bytes_per_idle"] =
-            (s.pss_kib_mean - static_cast<double>(at_start.pss_kib)) * 1024.0 / r.idle.established;
-    // The server's CPUs: how busy they were in the window, and how much of that was not the
-    // server's own tree (other processes, interrupt work not charged to it). Tick-based, so
-    // small values are noise; a large one means the machine was not quiet.
-    double window = std::max(1e-9, r.measured_s) * p.server_cpus.size();
-    double busy = (cpu1.busy_s - cpu0.busy_s) / window;
-    double others = std::max(0.0, (cpu1.busy_s - cpu0.busy_s) - server_cpu) / window;
-    j["server_cpus"] = {{"busy", busy}, {"not_server", others},
-                        {"steal", (cpu1.steal_s - cpu0.steal_s) / window}};
-    j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
-    // Which side ran out of CPU: with a one-core client, a fast server is never the limit, and
-    // throughput then measures the client (server CPU per request stays comparable).
-    bool client_bound = j["client_bound"].get<bool>();
-    bool server_bound = server_util >= 0.9;
-    j["saturated"] = client_bound && server_bound ? "both" : client_bound ? "client"
-                     : server_bound ? "server" : "neither";
-    j["shutdown"] = {{"clean", stop.clean()}, {"exit_code", stop.exit_code}, {"killed", stop.killed},
-                     {"leftover_processes", stop.leftover}, {"stop_s", stop.stop_s},
-                     {"describe", stop.describe()}};
-
-    if (!r.fatal.empty()) j["error"] = r.fatal;
-    else if (!died.empty()) j["error"] = "server died during the cell: " + died + " (" + last_line_of(lo.log_path) + ")";
-    else if (out.interrupted) j["error"] = "interrupted";
-    else if (!stop.clean()) j["error"] = "server broke the shutdown contract: " + stop.describe();
-    else if (r.requests == 0) j["error"] = "no request was answered correctly";
-    else j["status"] = "ok";
-
-    json hist = r.latency.spectrum_json();
-    if (spec.rate > 0) hist["uncorrected"] = r.latency_uncorrected.spectrum_json();
-    write_json_file((dir / "hist" / (cell.stem() + ".json")).string(), hist);
-    json series = json::array();
-    for (const TreeSample& t : sampler.samples())
-        series.push_back({t.t_s, t.pss_kib, t.rss_kib, t.threads, t.processes, t.fds,
-                          t.cpu_user_s, t.cpu_sys_s, t.tcp_mem_kib});
-    write_json_file((dir / "series" / (cell.stem() + ".json")).string(),
-                    {{"columns", {"t_s", "pss_kib", "rss_kib", "threads", "processes", "fds",
-                                  "cpu_user_s", "cpu_sys_s", "tcp_mem_kib"}},
-                     {"rows", series},
-                     {"load", load_series_json(r)}});
-    return out;
+std::string percent_of_cpus(const char* role, const RoleReading& r) {
+    return fmt::format("{} CPU{} {} {:.0f} %", role, r.cpus.size() > 1 ? "s" : "", fmt::join(r.cpus, ","),
+                       100 * r.foreign);
 }
 
-std::string summary_line(const json& j) {
-    if (j["status"] != "ok") return "FAILED: " + j["error"].get<std::string>();
-    const json& s = j["server"];
-    std::string line;
-    if (j.contains("latency_uncorrected_us"))
-        line += fmt::format("open {:>9.0f} req/s offered  p99 uncorrected {:>7.0f} µs  ",
-                            j["load"]["offered_rps"].get<double>(), j["latency_uncorrected_us"]["p99"].get<double>());
-    line += fmt::format(
-        "{:>9.0f} req/s  p50 {:>7.0f} µs  p99 {:>7.0f} µs  server {:>5.1f} µs/req  PSS {:>6.1f} MiB  fds {:>5}",
-        j["throughput_rps"].get<double>(), j["latency_us"]["p50"].get<double>(),
-        j["latency_us"]["p99"].get<double>(), s["cpu_us_per_req"].get<double>(),
-        s["pss_kib_peak"].get<double>() / 1024.0, s["fds_peak"].get<uint64_t>());
-    if (j["client_bound"].get<bool>()) line += "  [client-bound]";
-    if (j.contains("server_cpus") && j["server_cpus"]["not_server"].get<double>() > 0.15)
-        line += fmt::format("  [server CPU {:.0f} % busy with other work: machine not quiet]",
-                            100 * j["server_cpus"]["not_server"].get<double>());
-    if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
-    if (j.contains("idle") && j["idle"].contains("pss_bytes_per_idle"))
-        line += fmt::format("  {:.0f} B PSS per idle connection", j["idle"]["pss_bytes_per_idle"].get<double>());
-    if (j.contains("idle") && j["idle"]["dropped"].get<int>() > 0)
-        line += fmt::format("  [{} of {} idle connections dropped]", j["idle"]["dropped"].get<int>(),
-                            j["idle"]["established"].get<int>());
-    if (int starved = j["fairness"]["starved_connections"].get<int>())
-        line += fmt::format("  [{} of {} connections got no answer in the window]", starved,
-                            j["connections_established"].get<int>());
-    return line;
+std::string top_processes(const Interference& r) {
+    std::vector<std::string> v;
+    for (const ProcUse& u : r.top)
+        v.push_back(fmt::format("{}[{}] {:.0f} %", u.comm, u.pid, 100 * u.cpu_s / std::max(1e-9, r.window_s)));
+    return v.empty() ? "none" : fmt::format("{}", fmt::join(v, ", "));
+}
+
+// Adds a reading of the machine at rest to meta.json's `at_rest` list.
+void record_at_rest(const fs::path& dir, const Interference& r, const Profile& p) {
+    json meta = json::parse(std::ifstream(dir / "meta.json"), nullptr, false);
+    if (meta.is_discarded() || !meta.is_object()) return;
+    char ts[32];
+    time_t now = time(nullptr);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    json entry = r.to_json(p.interference_threshold, p.slowdown_threshold);
+    entry["at"] = ts;
+    meta["at_rest"].push_back(entry);
+    write_json_file((dir / "meta.json").string(), meta);
+}
+
+// Before a re-run: readings of a second until the cell's CPUs are quiet, for at most
+// quiet_wait_s. Says how it ended.
+std::string wait_for_quiet(const Profile& p, SpeedProbe& probe) {
+    const auto t0 = steady_clock::now();
+    std::string why;
+    for (;;) {
+        const double waited = duration<double>(steady_clock::now() - t0).count();
+        if (g_interrupted) return "interrupted";
+        if (waited >= p.quiet_wait_s) break;
+        const Interference r = measure_at_rest(p.server_cpus, p.client_cpus, probe, std::min(1.0, p.quiet_wait_s));
+        why = r.disturbed_by(p.interference_threshold, p.slowdown_threshold);
+        if (why.empty())
+            return fmt::format("quiet after {:.0f} s", duration<double>(steady_clock::now() - t0).count());
+    }
+    return why.empty() ? "no wait" : fmt::format("still busy after {:.0f} s ({})", p.quiet_wait_s, why);
 }
 
 }  // namespace
@@ -530,8 +307,33 @@ int run_profile(const RunOptions& o) {
         }
     }
 
+    // The machine at rest, before the first cell: other work on the cell's CPUs now will disturb
+    // the cells; and the speed probe learns how fast the CPUs are when nothing runs.
+    SpeedProbe probe([&] {
+        std::vector<int> all = p.server_cpus;
+        all.insert(all.end(), p.client_cpus.begin(), p.client_cpus.end());
+        return all;
+    }());
+    if (todo > 0 && p.rest_check_s > 0 && !g_interrupted) {
+        const Interference rest = measure_at_rest(p.server_cpus, p.client_cpus, probe, p.rest_check_s);
+        record_at_rest(dir, rest, p);
+        const std::string why = rest.disturbed_by(p.interference_threshold, p.slowdown_threshold);
+        if (!why.empty())
+            fmt::print(stderr,
+                       "concbench: warning: the machine is busy before the first cell — {}; busiest other "
+                       "processes: {}. Disturbed cells are re-run (up to {} times) and then marked: close other "
+                       "work for a quiet run (README: measuring on a busy machine)\n",
+                       why, top_processes(rest), p.disturbed_reruns);
+        else
+            fmt::print("concbench: at rest for {:g} s: other work took {}, {} of a core; the CPUs' speed is "
+                       "calibrated\n", p.rest_check_s, percent_of_cpus("server", rest.server),
+                       percent_of_cpus("client", rest.client));
+        std::fflush(stdout);
+    }
+    CellEnv env{p, registry, run_id, dir, &g_stop, &g_interrupted, &probe};
+
     auto t0 = steady_clock::now();
-    size_t ran = 0, failed = 0, index = 0;
+    size_t ran = 0, failed = 0, index = 0, disturbed = 0, reran = 0;
     double est_cell = p.warmup_s + p.duration_s + 0.5;
     for (const auto& cell : cells) {
         ++index;
@@ -552,8 +354,36 @@ int run_profile(const RunOptions& o) {
                        {"connections", cell.connections}, {"repetition", cell.repetition},
                        {"status", "failed"}, {"error", it->second}, {"verify", "failed"}};
         } else {
-            cr = run_cell(cell, p, *m, registry, run_id, dir, closed_max);
+            cr = run_cell(cell, env, *m, closed_max);
+            // A disturbed cell is run again once the CPUs are quiet; the attempts it replaces are
+            // kept in reruns.jsonl, so results.jsonl holds one line per cell (resume never doubles).
+            json earlier = json::array();
+            int attempts = 1;
+            for (; !cr.interrupted && !cr.line.value("disturbed_by", "").empty() && attempts <= p.disturbed_reruns;
+                 ++attempts) {
+                json old = cr.line;
+                old["attempt"] = attempts;
+                old["superseded"] = true;
+                append_jsonl((dir / "reruns.jsonl").string(), old);
+                earlier.push_back({{"attempt", attempts}, {"status", old["status"]},
+                                   {"disturbed_by", old["disturbed_by"]},
+                                   {"throughput_rps", old.value("throughput_rps", 0.0)}});
+                fmt::print("disturbed: {}\n          waiting for quiet CPUs: ", old["disturbed_by"].get<std::string>());
+                std::fflush(stdout);
+                const std::string waited = wait_for_quiet(p, probe);
+                fmt::print("{}; re-run {} of {}: ", waited, attempts, p.disturbed_reruns);
+                std::fflush(stdout);
+                if (g_interrupted) {
+                    cr.interrupted = true;
+                    break;
+                }
+                cr = run_cell(cell, env, *m, closed_max);
+            }
             cr.line["verify"] = verify_set == "off" ? "skipped" : verify_set;
+            cr.line["attempts"] = attempts;
+            cr.line["earlier_attempts"] = earlier;
+            cr.line["disturbed"] = !cr.line.value("disturbed_by", "").empty();
+            reran += attempts > 1;
         }
         if (cr.interrupted) {
             fmt::print("interrupted\n");
@@ -563,6 +393,7 @@ int run_profile(const RunOptions& o) {
         done[cell.id()] = cr.line["status"] == "ok" ? cr.line["throughput_rps"].get<double>() : 0.0;
         ++ran;
         failed += cr.line["status"] != "ok";
+        disturbed += cr.line.value("disturbed", false);
         fmt::print("{}\n", summary_line(cr.line));
         std::fflush(stdout);
     }
@@ -572,8 +403,9 @@ int run_profile(const RunOptions& o) {
                    already + ran, jsonl, run_id);
         return 130;
     }
-    fmt::print("concbench: {} cell(s) run in {}, {} failed. Results: {}\n", ran,
-               human_duration(duration<double>(steady_clock::now() - t0).count()), failed, jsonl);
+    fmt::print("concbench: {} cell(s) run in {}, {} failed, {} re-run as disturbed, {} still disturbed (marked). "
+               "Results: {}\n", ran, human_duration(duration<double>(steady_clock::now() - t0).count()), failed,
+               reran, disturbed, jsonl);
     return failed ? 1 : 0;
 }
 

@@ -204,6 +204,17 @@ uint64_t tcp_mem_kib() {
     return pages * page / 1024;
 }
 
+uint64_t run_queue() {
+    // "0.52 0.58 0.59 3/467 12345": the 4th field is runnable/total scheduling entities; the
+    // runnable count includes the reader itself.
+    char buf[128];
+    if (read_at(AT_FDCWD, "/proc/loadavg", buf, sizeof buf) <= 0) return 0;
+    unsigned long long running = 0, total = 0;
+    double a, b, c;
+    if (std::sscanf(buf, "%lf %lf %lf %llu/%llu", &a, &b, &c, &running, &total) != 5) return 0;
+    return running;
+}
+
 TreeSample sample_tree(pid_t root) {
     TreeSample s;
     collect_tree(root, tl_pids, tl_scratch);
@@ -253,6 +264,7 @@ TreeSample sample_tree(pid_t root) {
     s.cpu_user_s = static_cast<double>(ticks_user) / hz;
     s.cpu_sys_s = static_cast<double>(ticks_sys) / hz;
     s.tcp_mem_kib = tcp_mem_kib();
+    s.run_queue = run_queue();
     return s;
 }
 
@@ -295,6 +307,7 @@ void update_peaks(SamplerSummary& sum, const TreeSample& s) {
     sum.processes_peak = std::max(sum.processes_peak, s.processes);
     sum.fds_peak = std::max(sum.fds_peak, s.fds);
     sum.tcp_mem_kib_peak = std::max(sum.tcp_mem_kib_peak, s.tcp_mem_kib);
+    sum.run_queue_peak = std::max(sum.run_queue_peak, s.run_queue);
 }
 
 // end - start, never negative: a tree's cumulative counters can shrink when a process or thread
@@ -348,6 +361,7 @@ void Sampler::loop() {
             thr_acc_ += static_cast<double>(s.threads);
             proc_acc_ += static_cast<double>(s.processes);
             fds_acc_ += static_cast<double>(s.fds);
+            rq_acc_ += static_cast<double>(s.run_queue);
         }
         // Deadlines advance by whole intervals from the first one, so slow reads do not make the
         // series drift; if a read overran whole intervals, those ticks are skipped, not bunched.
@@ -367,7 +381,7 @@ void Sampler::mark_start() {
     at_start_ = s;
     ctx_start_ = c;
     sum_ = SamplerSummary{};
-    pss_acc_ = rss_acc_ = thr_acc_ = proc_acc_ = fds_acc_ = 0;
+    pss_acc_ = rss_acc_ = thr_acc_ = proc_acc_ = fds_acc_ = rq_acc_ = 0;
     update_peaks(sum_, s);
     in_window_ = true;
     ended_ = false;
@@ -397,6 +411,7 @@ SamplerSummary Sampler::summary() const {
         r.threads_mean = thr_acc_ / n;
         r.processes_mean = proc_acc_ / n;
         r.fds_mean = fds_acc_ / n;
+        r.run_queue_mean = rq_acc_ / n;
     } else {
         // Window shorter than one interval: the mean of the two mark readings.
         const TreeSample& e = ended_ ? at_end_ : at_start_;
@@ -405,6 +420,7 @@ SamplerSummary Sampler::summary() const {
         r.threads_mean = (static_cast<double>(at_start_.threads) + static_cast<double>(e.threads)) / 2;
         r.processes_mean = (static_cast<double>(at_start_.processes) + static_cast<double>(e.processes)) / 2;
         r.fds_mean = (static_cast<double>(at_start_.fds) + static_cast<double>(e.fds)) / 2;
+        r.run_queue_mean = (static_cast<double>(at_start_.run_queue) + static_cast<double>(e.run_queue)) / 2;
     }
     // CPU is end - start. Without mark_end, the last tick after mark_start stands in for it;
     // context switches are only read at the marks, so they stay 0 then.

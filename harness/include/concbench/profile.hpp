@@ -35,6 +35,19 @@ struct Profile {
     // (for `idle`: the idle connections held).
     std::map<std::string, std::vector<int>> connections_for;
     std::string backend = "epoll";         // the model serving fan-out calls, on the client's CPUs
+    // The primer: before warm-up every keep-alive connection is answered once; it ends when no
+    // new first answer came for primer_stall_s, or after primer_timeout_s.
+    double primer_stall_s = 2;
+    double primer_timeout_s = 30;
+    // Interference: a cell is disturbed when other processes (or the hypervisor's steal) took more
+    // than interference_threshold of a core on its server or client CPUs, or when a CPU ran more
+    // than slowdown_threshold slower than at rest. It is re-run up to disturbed_reruns times, each
+    // after waiting (at most quiet_wait_s) for quiet CPUs, then kept and marked.
+    double interference_threshold = 0.05;
+    double slowdown_threshold = 0.25;
+    int disturbed_reruns = 2;
+    double quiet_wait_s = 20;
+    double rest_check_s = 2;   // the machine at rest before the first cell (0: no check)
 
     const std::vector<int>& connections_of(const std::string& workload) const {
         auto it = connections_for.find(workload);

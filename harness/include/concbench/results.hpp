@@ -10,7 +10,7 @@
 
 namespace concbench {
 
-inline constexpr int kResultsSchema = 1;
+inline constexpr int kResultsSchema = 2;
 
 // Machine, kernel, CPU, compiler, commit: the context every number of a run carries.
 nlohmann::json machine_context();

@@ -29,6 +29,7 @@ struct TreeSample {
     double cpu_s = 0;             // cumulative, nanosecond-precise: live processes' CPU clocks
                                   // (clock_getcpuclockid) + reaped children's ticks
     uint64_t tcp_mem_kib = 0;     // /proc/net/sockstat TCP mem (whole machine: client + server)
+    uint64_t run_queue = 0;       // runnable tasks on the whole machine (/proc/loadavg)
 };
 
 // Context switches summed over every thread of every process of the tree.
@@ -42,12 +43,15 @@ TreeSample sample_tree(pid_t root);
 CtxSwitches ctx_switches_tree(pid_t root);
 std::vector<pid_t> process_tree(pid_t root);   // root first, then descendants
 uint64_t tcp_mem_kib();                         // from /proc/net/sockstat
+uint64_t run_queue();                           // runnable tasks now, machine-wide (/proc/loadavg)
 
 struct SamplerSummary {
     uint64_t samples = 0;
     uint64_t pss_kib_peak = 0, rss_kib_peak = 0, threads_peak = 0, processes_peak = 0, fds_peak = 0;
     double pss_kib_mean = 0, rss_kib_mean = 0, threads_mean = 0, processes_mean = 0, fds_mean = 0;
     uint64_t tcp_mem_kib_peak = 0;
+    uint64_t run_queue_peak = 0;
+    double run_queue_mean = 0;
     double cpu_user_s = 0, cpu_sys_s = 0;   // used inside the window [mark_start, mark_end] (ticks)
     double cpu_s = 0;                       // the same total, precise (use this per request)
     uint64_t ctx_voluntary = 0, ctx_involuntary = 0;  // inside the window
@@ -80,7 +84,7 @@ private:
     TreeSample at_start_{}, at_end_{};
     CtxSwitches ctx_start_{}, ctx_end_{};
     SamplerSummary sum_{};
-    double pss_acc_ = 0, rss_acc_ = 0, thr_acc_ = 0, proc_acc_ = 0, fds_acc_ = 0;
+    double pss_acc_ = 0, rss_acc_ = 0, thr_acc_ = 0, proc_acc_ = 0, fds_acc_ = 0, rq_acc_ = 0;
     std::chrono::steady_clock::time_point t0_;
 };
 
