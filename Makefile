@@ -28,26 +28,27 @@ build: deps
 bench: build
 	@rc=0; $(CONCBENCH) run --profile $(PROFILE) || rc=$$?; \
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
-	$(PYTHON) scripts/plot.py results/latest || exit $$?; \
+	$(PYTHON) scripts/plot.py results/latest --classic auto || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
-	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/"; \
+	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/ (classic-cpu.png first: server CPU per request)"; \
 	if [ $$rc -eq 1 ]; then echo "bench: some cells failed — each with its reason in the summary above (a pool that cannot hold 10,000 idle connections fails there: that is its result)"; rc=0; fi; \
 	exit $$rc
 
 # The classic comparison: real nginx and Apache (prefork, worker, event) beside every model of
-# ours, keep-alive GET / at 10 ... 10,000 connections; draws classic-throughput.png and
-# classic-pss.png. Ctrl-C stops the running server (and leaves no nginx or Apache behind).
+# ours, keep-alive GET / at 10 ... 10,000 connections, 3 repetitions; draws classic-cpu.png,
+# classic-throughput.png and classic-pss.png. Ctrl-C stops the running server (and leaves no
+# nginx or Apache behind); `build/bin/concbench run --resume <run-id>` continues.
 bench-classic: build
 	@rc=0; $(CONCBENCH) run --profile classic || rc=$$?; \
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
 	$(PYTHON) scripts/plot.py results/latest --classic hello || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
-	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-throughput.png, classic-pss.png"; \
+	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-cpu.png, classic-throughput.png, classic-pss.png"; \
 	if [ $$rc -eq 1 ]; then echo "bench-classic: some cells failed — each with its reason in the summary above; the charts mark where each line stops and why"; rc=0; fi; \
 	exit $$rc
 
 plot:
-	@$(PYTHON) scripts/plot.py results/latest
+	@$(PYTHON) scripts/plot.py results/latest --classic auto
 
 summary:
 	@$(PYTHON) scripts/summary.py results/latest

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# scripts/plot.py on synthetic results: 2 models x 3 connection counts x 2 repetitions, one failed
-# cell and one garbage line. Checks every chart file is written and the error exits.
+# scripts/plot.py and summary.py on synthetic results: 2 models x 3 connection counts x 2
+# repetitions in the old schema (no interference, primer or attempts keys), one failed cell and
+# one garbage line; then more models in the new one: disturbed repetitions and re-runs, a spread
+# above 10 %, a pool whose primer stalled at its workers, a server that closed connections, a count
+# not connected, a reference server. Checks every chart file is written, the error exits, the
+# measured stop reasons and the summary's CV columns and notes.
 set -u
 PLOT="$(cd "$(dirname "$0")/../scripts" && pwd)/plot.py"
 PY=/usr/bin/python3
@@ -66,6 +70,74 @@ line() {   # line MODEL CONNS REP STATUS
         printf '"client_bound":false}\n'
     done
 } >"$res/results.jsonl"
+# The old-schema run alone, plotted further down: it must plot as it always did.
+old="$tmp/old-run"
+mkdir -p "$old" && cp "$res/meta.json" "$res/results.jsonl" "$old/"
+
+# New-schema lines (interference, disturbed, attempts, primer, run queue), appended.
+"$PY" - >>"$res/results.jsonl" <<'GEN'
+import json
+def row(model, mech, c, rep, rps, cpu, **kw):
+    r = {"schema": 1, "cell": f"{model}/hello/c{c}/r{rep}", "model": model, "mechanism": mech,
+         "workload": "hello", "connections": c, "repetition": rep, "status": "ok", "error": "",
+         "throughput_rps": rps, "latency_us": {"p50": 900 + c, "p99": 4000 + 3 * c},
+         "errors": {}, "errors_total": 0, "connections_established": c,
+         "fairness": {"starved_connections": 0},
+         "server": {"pss_kib_peak": 3000 + 10 * c, "threads_peak": 1, "processes_peak": 1, "fds_peak": c + 4,
+                    "cpu_us_per_req": cpu, "run_queue_peak": 3, "run_queue_mean": 1.2},
+         "client": {"cpu_util": 0.6}, "client_bound": False, "disturbed": False, "disturbed_by": "",
+         "attempts": 1, "earlier_attempts": [],
+         "primer": {"requested": c, "answered": c, "seconds": 0.2, "ended": "all"},
+         "interference": {"threshold": 0.05, "slowdown_threshold": 0.10,
+                          "server": {"cpus": [0], "busy": 0.99, "own": 0.97, "foreign": 0.01, "steal": 0.0,
+                                     "slowdown": 0.02, "irq": 0.0, "softirq": 0.2},
+                          "client": {"cpus": [1], "busy": 0.7, "own": 0.68, "foreign": 0.01, "steal": 0.0,
+                                     "slowdown": 0.01, "irq": 0.0, "softirq": 0.1},
+                          "top": []}}
+    for k, v in kw.items():
+        r[k] = r[k] | v if isinstance(v, dict) and isinstance(r.get(k), dict) else v
+    print(json.dumps(r))
+STRESS = "server CPU 0: 31 % of a core to other processes (stress 30 %)"
+SLOW = "client CPU 1: ran 55 % slower than at rest (host contention)"
+for rep in (1, 2):
+    # uring: a spread of 20 % at 100 (its 2nd repetition disturbed after two re-runs), and a
+    # disturbed client at 1000.
+    row("uring", "completion", 10, rep, 70000 + rep * 500, 6.0)
+    if rep == 1:
+        row("uring", "completion", 100, rep, 90000, 6.0)
+    else:
+        row("uring", "completion", 100, rep, 60000, 6.4, disturbed=True, disturbed_by=STRESS, attempts=3,
+            earlier_attempts=[{"disturbed_by": STRESS, "throughput_rps": 61000.0},
+                              {"disturbed_by": STRESS, "throughput_rps": 58000.0}],
+            interference={"top": [{"pid": 1234, "comm": "stress", "cpu": 0.30}]})
+    row("uring", "completion", 1000, rep, 66000 + rep * 500, 6.1,
+        **({"disturbed": True, "disturbed_by": SLOW, "attempts": 2,
+            "earlier_attempts": [{"disturbed_by": SLOW, "throughput_rps": 40000.0}]} if rep == 1 else {}))
+    # threadpool: 64 workers; at 1000 connections the primer stalls at 64 answers.
+    row("threadpool", "blocking", 10, rep, 40000, 14.0, server={"threads_peak": 65})
+    row("threadpool", "blocking", 100, rep, 39000, 14.5, server={"threads_peak": 65},
+        fairness={"starved_connections": 36}, primer={"answered": 64, "ended": "stalled", "seconds": 3.0})
+    row("threadpool", "blocking", 1000, rep, 38000, 15.0, server={"threads_peak": 65},
+        fairness={"starved_connections": 936}, primer={"answered": 64, "ended": "stalled", "seconds": 3.0})
+    # select: past FD_SETSIZE the server closes what it cannot watch.
+    for c in (10, 100, 1000):
+        row("select", "readiness", c, rep, 60000 - c, 9.0)
+    row("select", "readiness", 3000, rep, 30000, 9.5, fairness={"starved_connections": 1982},
+        errors={"closed": 1982}, errors_total=1982, primer={"answered": 1018, "ended": "stalled", "seconds": 2.0})
+    # nginx: a reference server, its 3000 disturbed in one repetition.
+    for c in (10, 100, 1000, 3000):
+        row("nginx", "reference", c, rep, 75000 - c, 7.0 + c / 1000,
+            server={"threads_peak": 2, "processes_peak": 2},
+            **({"disturbed": True, "disturbed_by": STRESS} if c == 3000 and rep == 2 else {}))
+    # threads at 3000: not all connected (the listen backlog was full).
+    row("threads", "x", 3000, rep, 20000, 20.0, connections_established=2100, errors={"connect": 900},
+        errors_total=900)
+# uring's rate sweep: its 90 % step disturbed.
+for f in (50, 90):
+    row("uring", "completion", 10, 1, f * 700, 6.0, cell=f"uring/hello/c10/r1/rate{f}", primer=None,
+        load={"shape": "open", "rate_fraction": f / 100, "offered_rps": f * 700},
+        latency_uncorrected_us={"p50": 300, "p99": 2000}, **({"disturbed": True, "disturbed_by": SLOW} if f == 90 else {}))
+GEN
 
 "$PY" "$PLOT" "$res" >"$tmp/stdout" 2>"$tmp/stderr"
 rc=$?
@@ -84,6 +156,15 @@ check "rate sweep png exists" test -s "$res/plots/hello-sweep.png"
 check "rate sweep svg is listed" grep -qF "$res/plots/hello-sweep.svg" "$tmp/stdout"
 check "png files are PNG" bash -c "head -c 8 '$res/plots/hello-latency.png' | grep -q PNG"
 
+# The old-schema run: every chart still written.
+"$PY" "$PLOT" "$old" --classic hello >"$tmp/ostdout" 2>"$tmp/ostderr"
+rc=$?
+check "old-schema run plots (got $rc: $(head -c 300 "$tmp/ostderr"))" test "$rc" -eq 0
+for f in hello-throughput.png hello-cpu-per-request.svg hello-overview.png hello-sweep.png \
+    classic-throughput.png classic-cpu.png classic-pss.png; do
+    check "old-schema $f written" test -s "$old/plots/$f"
+done
+
 "$PY" "$PLOT" "$res" --out "$tmp/elsewhere" >/dev/null 2>&1
 check "--out writes there" test -s "$tmp/elsewhere/hello-throughput.svg"
 
@@ -101,7 +182,7 @@ check "no usable lines exits 2 (got $rc)" test "$rc" -eq 2
 "$PY" "$PLOT" "$res" --classic hello --out "$tmp/classic" >"$tmp/cstdout" 2>"$tmp/cstderr"
 rc=$?
 check "--classic exits 0 (got $rc: $(head -c 300 "$tmp/cstderr"))" test "$rc" -eq 0
-for metric in throughput pss; do
+for metric in throughput cpu pss; do
     check "classic-$metric.png written" test -s "$tmp/classic/classic-$metric.png"
     check "classic-$metric.svg written" test -s "$tmp/classic/classic-$metric.svg"
 done
@@ -129,6 +210,53 @@ st = plot.styles([{"model": "nginx", "mechanism": "reference"}, {"model": "epoll
 assert st["nginx"][2] and not st["epoll"][2], st
 assert st["nginx"][0] in plot.REFERENCE_COLOURS and st["epoll"][0] not in plot.REFERENCE_COLOURS, st
 assert st["nginx"][1] != "o" and st["epoll"][1] == "o", st
+# Measured stop reasons: the primer, the server's threads and processes, its errors.
+import cells
+assert plot.stop_reason is cells.stop_reason
+srv = lambda **k: {"server": k}
+primer = lambda a, ended, want, s=2.0: {"primer": {"requested": want, "answered": a, "seconds": s, "ended": ended}}
+stalled = pool | primer(64, "stalled", 1000) | srv(threads_peak=65, processes_peak=1)
+want = "only 64 of 1,000 answered: answers stopped at 64 connections (server: 65 threads)"
+assert plot.stop_reason(stalled) == want, plot.stop_reason(stalled)
+assert plot.stop_reason(stalled, stop_on_starved=False) == "", "CPU and memory go on at a stalled count"
+prefork = pool | primer(64, "stalled", 1000) | srv(threads_peak=65, processes_peak=65)
+want = "only 64 of 1,000 answered: answers stopped at 64 connections (server: 65 processes)"
+assert plot.stop_reason(prefork) == want, plot.stop_reason(prefork)
+worker = ok(1000, 1000) | {"fairness": {"starved_connections": 850}} | primer(150, "stalled", 1000) \
+    | srv(threads_peak=163, processes_peak=7)
+want = "only 150 of 1,000 answered: answers stopped at 150 connections (server: 163 threads in 7 processes)"
+assert plot.stop_reason(worker) == want, plot.stop_reason(worker)
+closed = ok(3000, 3000) | {"fairness": {"starved_connections": 1982}, "errors": {"closed": 1982}} \
+    | primer(1018, "stalled", 3000) | srv(threads_peak=1, processes_peak=1)
+assert plot.stop_reason(closed) == "only 1,018 of 3,000 answered: the server closed 1,982", plot.stop_reason(closed)
+stopped = ok(10000, 661) | {"errors": {"connect": 239}, "primer": {"answered": 150, "not_opened": 9100, "ended": "stalled"},
+                           "server": {"threads_peak": 163, "processes_peak": 7}}
+want = "only 661 of 10,000 connected: answers stopped at 150 (server: 163 threads in 7 processes), so 9,100 were not tried and 239 connects timed out"
+assert plot.stop_reason(stopped) == want, plot.stop_reason(stopped)
+backlog = ok(10000, 8123) | {"errors": {"connect": 1877}}
+want = "only 8,123 of 10,000 connected (1,877 connects failed or timed out)"
+assert plot.stop_reason(backlog) == want, plot.stop_reason(backlog)
+assert plot.stop_reason(backlog, stop_on_starved=False) == want, "not connected ends every line"
+slow = ok(10000, 10000) | {"fairness": {"starved_connections": 5800}} | primer(4200, "timeout", 10000, 30.0)
+assert plot.stop_reason(slow) == "only 4,200 of 10,000 answered after 30 s of primer, 7.1 ms a connection", plot.stop_reason(slow)
+slower = slow | {"fairness": {"starved_connections": 6000}}
+assert plot.stop_reason(slower) == "only 4,000 of 10,000 answered (4,200 after 30 s of primer, 7.1 ms a connection)", plot.stop_reason(slower)
+bare = pool | primer(64, "stalled", 1000)
+assert plot.stop_reason(bare) == "only 64 of 1,000 answered: answers stopped at 64 connections (primer stalled)"
+shut = ok(3000, 1018) | {"errors": {"connect": 1982, "closed": 1982}}
+assert plot.stop_reason(shut) == "only 1,018 of 3,000 connected: the server closed 1,982", plot.stop_reason(shut)
+churn = closed | {"errors": {"closed": 250000}}
+want = "only 1,018 of 3,000 answered: the server closed connections 250,000 times"
+assert plot.stop_reason(churn) == want, plot.stop_reason(churn)
+later = ok(1000, 1000) | {"fairness": {"starved_connections": 700}} | primer(1000, "all", 1000)
+want = "only 300 of 1,000 answered in the window (all 1,000 answered in the primer)"
+assert plot.stop_reason(later) == want, plot.stop_reason(later)
+assert abs(cells.cv([60000, 90000]) - 0.2) < 1e-9 and cells.cv([5]) is None and cells.cv([]) is None
+assert cells.disturbance({"disturbed_by": "client CPU 1: ran 55 % slower"}) == "client CPU 1: ran 55 % slower"
+inter = {"interference": {"threshold": 0.05, "slowdown_threshold": 0.1, "server": {"cpus": [0], "foreign": 0.31},
+                          "client": {"cpus": [1], "foreign": 0.01, "slowdown": 0.02}}}
+assert cells.disturbance(inter) == "server CPU 0: 31 % to other processes", cells.disturbance(inter)
+assert cells.reruns({"attempts": 3}) == 2 and cells.reruns({}) == 0
 print("ok")
 EOF
 check "stop reasons and reference styles ($(tail -c 300 "$tmp/cunit"))" grep -qx ok "$tmp/cunit"
@@ -141,6 +269,36 @@ check "summary.py exits 0 (got $rc)" test "$rc" -eq 0
 check "summary has a header row" grep -q "| connections | model | req/s" "$tmp/summary"
 check "summary has an epoll row at 1000" grep -q "^| 1000 | epoll | " "$tmp/summary"
 check "summary leaves out other connection counts" bash -c "! grep -q '^| 10 |' '$tmp/summary'"
+check "summary has the CV columns" grep -q "| req/s CV | µs/req CV | notes |" "$tmp/summary"
+check "summary gives the repetitions" grep -q "^Repetitions per cell: 2" "$tmp/summary"
+check "summary names the pool's stop, measured" grep -q \
+    "^| 1000 | threadpool | .*only 64 of 1,000 answered: answers stopped at 64 connections (server: 65 threads)" \
+    "$tmp/summary"
+check "summary shows a disturbed repetition" \
+    grep -q "^| 1000 | uring | .*disturbed: client CPU 1: ran 55 % slower than at rest (host contention)" "$tmp/summary"
+"$PY" "$SUMMARY" "$res" >"$tmp/summary-all" 2>&1
+check "summary flags a spread above 10 %" grep -q "^| 100 | uring | .* 20.0 % | .*CV > 10 %" "$tmp/summary-all"
+check "summary shows a stable cell's CV without the flag" \
+    bash -c "grep '^| 10 | uring | ' '$tmp/summary-all' | grep -v 'CV > 10' | grep -q ' 0.4 % '"
+check "summary gives no CV for one repetition" grep -q "^| 1000 | threads | .* – | – | " "$tmp/summary-all"
+check "summary names the cause of a disturbed repetition" \
+    grep -q "^| 100 | uring | .*disturbed: server CPU 0: 31 % of a core to other processes (stress 30 %)" \
+    "$tmp/summary-all"
+check "summary counts re-runs" grep -q "^| 100 | uring | .*re-run ×2" "$tmp/summary-all"
+check "summary names a server that closed connections" \
+    grep -q "^| 3000 | select | .*only 1,018 of 3,000 answered: the server closed 1,982" "$tmp/summary-all"
+check "summary names a count not connected" \
+    grep -q "^| 3000 | threads | .*only 2,100 of 3,000 connected (900 connects failed or timed out)" \
+    "$tmp/summary-all"
+check "summary keeps the plain note for a minority without answer" \
+    grep -q "^| 100 | threadpool | .*36 of 100 connections got no answer" "$tmp/summary-all"
+check "summary closing line: disturbed, re-run, largest event-loop CV" grep -q \
+    "^- hello: 3 of 21 cells disturbed, 2 re-run; largest CV among event-loop models at 100 and 1000 connections: 20.0 % (uring at 100, req/s)" \
+    "$tmp/summary-all"
+"$PY" "$SUMMARY" "$old" >"$tmp/summary-old" 2>&1
+rc=$?
+check "summary of the old-schema run exits 0 (got $rc)" test "$rc" -eq 0
+check "summary of the old-schema run has no disturbed note" bash -c "! grep -q 'disturbed:' '$tmp/summary-old'"
 "$PY" "$SUMMARY" "$tmp/does-not-exist" >/dev/null 2>&1
 rc=$?
 check "summary.py on a missing dir exits 2 (got $rc)" test "$rc" -eq 2

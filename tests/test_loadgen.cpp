@@ -541,6 +541,62 @@ TEST(LoadPrimer, IdleConnectionsAPoolCannotHoldEndSetUpWhenAnswersStall) {
     EXPECT_GE(r.idle.established + r.primer.answered, 5);  // which 5 were accepted first varies
 }
 
+TEST(LoadPrimer, ConnectionsNotOpenedWhenThePrimerStallsAreLeftOut) {
+    // A server that never accepts: its backlog of 4 fills and further SYNs are dropped. Nothing
+    // answers, so the primer stalls; the connections not opened by then are not tried at all and
+    // set-up ends after the connects in flight time out, not after 300 of them did one by one.
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(listen(lfd, 4), 0);
+    socklen_t len = sizeof a;
+    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+    LoadSpec s = spec_for(ntohs(a.sin_port), "hello", 300);
+    s.warmup_s = 0;
+    s.duration_s = 0.2;
+    s.primer_stall_s = 0.3;
+    s.connect_timeout_s = 1.0;
+    s.request_timeout_s = 30;
+    const auto t0 = steady_clock::now();
+    LoadResult r = run_load(s);
+    const double took = duration<double>(steady_clock::now() - t0).count();
+    close(lfd);
+    EXPECT_LT(took, 6.0);
+    EXPECT_EQ(r.primer.ended, "stalled");
+    EXPECT_EQ(r.primer.answered, 0);
+    EXPECT_GT(r.primer.not_opened, 0);  // 300 connections, at most 256 connecting at a time
+    EXPECT_LT(r.connections_established, 300 - r.primer.not_opened);
+    EXPECT_EQ(load_json(s, r)["primer"]["not_opened"], r.primer.not_opened);
+}
+
+TEST(LoadPrimer, AConnectionClosedAfterItsFirstAnswerStaysInTheLoad) {
+    // The server answers each connection once and closes every other one right after (Apache's
+    // event MPM shedding idle keep-alive connections): those were taken up, so they are part of
+    // the run — reopened when the load starts, not left out like a connection refused in set-up.
+    Peer peer([&](int fd, int index) {
+        std::string in;
+        for (int answered = 0; read_requests(fd, in, 1, peer.stopping); ++answered) {
+            drop_requests(in, 1);
+            if (send(fd, kAnswer.data(), kAnswer.size(), MSG_NOSIGNAL) != ssize_t(kAnswer.size())) return;
+            if (answered == 0 && index % 2 == 1) {
+                shutdown(fd, SHUT_RDWR);
+                return;
+            }
+        }
+    });
+    LoadSpec s = spec_for(peer.port(), "hello", 10);
+    s.warmup_s = 0.2;
+    s.duration_s = 0.5;
+    LoadResult r = run_load(s);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.answered, 10);
+    EXPECT_EQ(r.connections_established, 10);
+    EXPECT_EQ(r.per_connection.size(), 10u);
+    EXPECT_GT(r.requests, 0u);
+}
+
 TEST(LoadPrimer, OffMeansNoPrimerInTheResult) {
     Peer peer([&](int fd, int index) { serve_first(fd, index, 1 << 30, peer.stopping); });
     LoadSpec s = spec_for(peer.port(), "hello", 4);

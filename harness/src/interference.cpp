@@ -356,11 +356,24 @@ Interference measure_interference(const Mark& start, const Mark& end, const std:
     std::set<pid_t> ours;
     for (const Mark* m : {&start, &end})
         for (pid_t p : descendants(m->procs, getpid())) ours.insert(p);
-    std::vector<ProcUse> others;
+    // The kernel's softirq threads run network work that overflowed interrupt context: on
+    // loopback that is the cell's own packets, so they are counted apart, not as other work.
+    auto softirqd = [&](const ProcUse& u) {
+        auto it = end.procs.find(u.pid);
+        return it != end.procs.end() && it->second.kernel && u.comm.rfind("ksoftirqd/", 0) == 0;
+    };
+    std::vector<ProcUse> others, kernel_net;
     for (ProcUse& u : cpu_between(start.procs, end.procs))
-        if (!ours.count(u.pid)) others.push_back(u);
+        if (!ours.count(u.pid)) (softirqd(u) ? kernel_net : others).push_back(u);
     std::map<pid_t, std::vector<int>> allowed;  // only of the processes that used CPU
     for (const ProcUse& u : others) allowed[u.pid] = cpus_allowed(u.pid);
+    for (const ProcUse& u : kernel_net) allowed[u.pid] = cpus_allowed(u.pid);
+    auto runs_on = [&](pid_t pid, const std::vector<int>& cpus) {
+        const auto& a = allowed[pid];
+        return a.empty() || std::any_of(a.begin(), a.end(), [&](int c) {
+                   return std::find(cpus.begin(), cpus.end(), c) != cpus.end();
+               });
+    };
 
     std::vector<int> all = server_cpus;
     all.insert(all.end(), client_cpus.begin(), client_cpus.end());
@@ -381,17 +394,22 @@ Interference measure_interference(const Mark& start, const Mark& end, const std:
             irq += std::max(0.0, y.irq - x.irq);
             softirq += std::max(0.0, y.softirq - x.softirq);
         }
-        double seen = 0;  // other processes allowed on these CPUs
-        for (const ProcUse& u : others) {
-            const auto& a = allowed[u.pid];
-            if (a.empty() || std::any_of(a.begin(), a.end(), [&](int c) {
-                    return std::find(cpus.begin(), cpus.end(), c) != cpus.end();
-                }))
+        double seen = 0;  // other processes allowed on these CPUs; the largest of them named
+        for (const ProcUse& u : others)
+            if (runs_on(u.pid, cpus)) {
                 seen += u.cpu_s;
-        }
+                if (u.cpu_s > role.top_share * w) {
+                    role.top_comm = u.comm;
+                    role.top_share = u.cpu_s / w;
+                }
+            }
+        double net = 0;
+        for (const ProcUse& u : kernel_net)
+            if (runs_on(u.pid, cpus)) net += u.cpu_s;
+        role.softirqd = net / (w * n);
         role.busy = busy / (w * n);
         role.own = own_s / (w * n);
-        role.unaccounted = std::max(0.0, busy - own_s) / (w * n);
+        role.unaccounted = std::max(0.0, busy - own_s - net) / (w * n);
         role.foreign = std::min(role.unaccounted, seen / (w * n));
         role.steal = steal / (w * n);
         role.irq = irq / (w * n);
@@ -423,8 +441,7 @@ std::string Interference::disturbed_by(double threshold, double slowdown_thresho
         const std::string cpus = fmt::format("{} CPU{} {}", role, x.cpus.size() > 1 ? "s" : "", fmt::join(x.cpus, ","));
         if (x.foreign > threshold) {
             std::string who;
-            if (!top.empty())
-                who = fmt::format(" ({} {:.0f} %)", top[0].comm, 100 * top[0].cpu_s / std::max(1e-9, window_s));
+            if (!x.top_comm.empty()) who = fmt::format(" ({} {:.0f} %)", x.top_comm, 100 * x.top_share);
             why.push_back(fmt::format("{}: {:.0f} % of a core to other processes{}", cpus, 100 * x.foreign, who));
         }
         if (x.steal > threshold)
@@ -443,7 +460,7 @@ nlohmann::json Interference::to_json(double threshold, double slowdown_threshold
         return nlohmann::json{{"cpus", x.cpus},         {"busy", x.busy},       {"own", x.own},
                                {"unaccounted", x.unaccounted}, {"foreign", x.foreign}, {"steal", x.steal},
                                {"slowdown", x.slowdown >= 0 ? nlohmann::json(x.slowdown) : nlohmann::json(nullptr)},
-                               {"irq", x.irq},          {"softirq", x.softirq}};
+                               {"irq", x.irq},          {"softirq", x.softirq}, {"softirqd", x.softirqd}};
     };
     nlohmann::json t = nlohmann::json::array();
     for (const ProcUse& u : top)

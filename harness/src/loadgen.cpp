@@ -250,6 +250,7 @@ LoadResult run_load(const LoadSpec& spec, const std::function<void()>& on_measur
         r.primer.seconds = last > setup_start ? double(last - setup_start) / 1e9 : 0.0;
         if (r.primer.ended.empty() || r.primer.answered >= established) r.primer.ended = "all";
     }
+    for (const auto& wk : workers) r.primer.not_opened += wk->not_opened + wk->idle_not_opened;
     if (!r.interrupted && r.fatal.empty() && established == 0)
         r.fatal = "no connection could be established to " + spec.host + ":" +
                   std::to_string(spec.port) + ": " + (reason.empty() ? "unknown" : reason);

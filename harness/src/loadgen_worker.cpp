@@ -121,8 +121,18 @@ void Worker::setup_thread() {
 }
 
 // Set-up opens connections at most kMaxConnecting at a time, so 10,000 connects do not overrun
-// the server's listen backlog (a dropped SYN costs a one-second retransmission).
+// the server's listen backlog (a dropped SYN costs a one-second retransmission). Once the primer
+// is over (the server stopped taking connections up, or its time ran out) the connections not
+// opened yet are left out: a server whose pool and backlog are full would only time them out.
 void Worker::open_pending(uint64_t now) {
+    if (sh_.primer_over.load(std::memory_order_relaxed)) {
+        for (; open_cursor_ < conns_.size(); ++open_cursor_) {
+            Conn& c = conns_[open_cursor_];
+            c.st = St::unused;
+            ++(c.idler ? idle_not_opened : not_opened);
+        }
+        return;
+    }
     while (open_cursor_ < conns_.size() && connecting_ < kMaxConnecting) {
         Conn& c = conns_[open_cursor_++];
         open_conn(c, now);
@@ -561,9 +571,20 @@ void Worker::fail(Conn& c, Err kind, uint64_t now) {
         c.out_pending = 0;
         return;
     }
+    if (!setup_done_ && c.st == St::ready) {
+        // Answered by the primer, then closed while others were primed (Apache's event MPM sheds
+        // idle keep-alive connections past its limit): part of the load, reopened when it starts,
+        // as a connection the server closes during the load is.
+        close_conn(c);
+        c.inflight = 0;
+        c.out_pending = 0;
+        c.st = St::down;
+        return;
+    }
     if (!setup_done_) {
-        // Lost before the load began (a server that accepts and closes what it cannot serve,
-        // like select past FD_SETSIZE): left out like a failed connect, never retried in a loop.
+        // Lost before the load began, never answered (a server that accepts and closes what it
+        // cannot serve, like select past FD_SETSIZE): left out like a failed connect, never
+        // retried in a loop.
         close_conn(c);
         ++setup_closed;
         c.st = St::unused;

@@ -166,6 +166,7 @@ public:
     uint64_t errors[kErrKinds] = {};
     uint64_t setup_failures = 0;  // connections never established (reported as `connect`)
     uint64_t setup_closed = 0;    // connected, then closed by the server in set-up (as `closed`)
+    int not_opened = 0, idle_not_opened = 0;  // left out when the primer ended before they were opened
     uint64_t requests = 0, sent = 0;
     int established = 0;
     double cpu_s = 0;
@@ -213,9 +214,10 @@ private:
     uint64_t& ring_due(Conn& c, int k) { return ring_due_[idx(c) * pipeline_ + (c.head + k) % pipeline_]; }
     std::size_t idx(const Conn& c) const { return std::size_t(&c - conns_.data()); }
     bool sending() const { return loading_ && !checking_; }
-    // An active connection of the run: up, whether its primer request was answered or not.
+    // An active connection of the run: up, whether its primer request was answered or not, or
+    // answered and then closed by the server during set-up (reopened when the load starts).
     static bool counts_established(const Conn& c) {
-        return !c.idler && (c.st == St::ready || c.st == St::busy);
+        return !c.idler && (c.st == St::ready || c.st == St::busy || c.st == St::down);
     }
 
     Shared& sh_;

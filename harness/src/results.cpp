@@ -190,7 +190,8 @@ nlohmann::json load_json(const LoadSpec& spec, const LoadResult& r) {
     j["setup_s"] = r.setup_s;
     if (!r.primer.ended.empty())
         j["primer"] = {{"connections", r.primer.connections}, {"answered", r.primer.answered},
-                       {"seconds", r.primer.seconds}, {"ended", r.primer.ended}};
+                       {"seconds", r.primer.seconds}, {"ended", r.primer.ended},
+                       {"not_opened", r.primer.not_opened}};
     if (spec.idle_connections > 0)
         j["idle"] = {{"requested", r.idle.requested}, {"established", r.idle.established},
                      {"lost_while_idle", r.idle.lost_while_idle},

@@ -98,11 +98,14 @@ struct RoleReading {
     std::vector<int> cpus;
     double busy = 0;         // not idle, not waiting for IO, not stolen
     double own = 0;          // the cell's own processes (server tree; runner, client, backend)
-    double unaccounted = 0;  // busy − own
+    double unaccounted = 0;  // busy − own − softirqd
     double foreign = 0;      // other processes: min(unaccounted, what they were seen to use here)
     double steal = 0;        // taken by the hypervisor, as it reports it
     double slowdown = -1;    // speed lost against the machine at rest (-1: no probe sample)
     double irq = 0, softirq = 0;  // tick-sampled shares, for the record
+    double softirqd = 0;     // the kernel's softirq threads (ksoftirqd): the cell's network work
+    std::string top_comm;    // the other process that used most of these CPUs, and its share
+    double top_share = 0;
 };
 
 struct Interference {

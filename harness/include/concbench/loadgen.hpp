@@ -43,7 +43,8 @@ struct LoadSpec {
     // The primer (keep-alive workloads): during set-up every connection makes one request and
     // waits for its answer, so the load starts on connections the server has taken up. It ends
     // when all are answered, when no new first answer came for `primer_stall_s` (a pool holding
-    // as many connections as it has workers), or after `primer_timeout_s`.
+    // as many connections as it has workers), or after `primer_timeout_s`; connections not opened
+    // by then are left out (a full pool and backlog would only time them out).
     bool primer = true;
     double primer_stall_s = 2.0;
     double primer_timeout_s = 30.0;
@@ -76,6 +77,7 @@ struct PrimerResult {
     int answered = 0;        // of them, answered once before the load started
     double seconds = 0;      // from the start of set-up to the last first answer (all: the ramp)
     std::string ended;       // "all", "stalled", "timeout" ("" without a primer)
+    int not_opened = 0;      // connections (active and idle) never opened: the primer had ended
 };
 
 struct LoadResult {
@@ -91,7 +93,8 @@ struct LoadResult {
     Histogram latency;
     Histogram latency_uncorrected;   // open loop: actual send -> last byte; empty for closed loop
     // connect, reset, timeout, bad_status, bad_body, short_read (peer closed mid-answer),
-    // closed (peer closed an idle keep-alive connection); only kinds that occurred appear.
+    // closed (the peer closed a keep-alive connection with nothing in flight, or closed one in
+    // set-up before its first answer: select past FD_SETSIZE); only kinds that occurred appear.
     std::map<std::string, uint64_t> errors;
     double client_cpu_s = 0;         // CPU time of the load threads during the measured window
     int client_threads = 0;
