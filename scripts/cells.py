@@ -57,7 +57,7 @@ def disturbance(row):
     if not isinstance(inter, dict):
         return ""
     limit = num(inter, "threshold") or 0.05
-    slow_limit = num(inter, "slowdown_threshold") or 0.25
+    slow_limit = num(inter, "slowdown_threshold") or 0.35
     found = []
     for side in ("server", "client"):
         cpus = (inter.get(side) or {}).get("cpus") if isinstance(inter.get(side), dict) else None

@@ -271,6 +271,16 @@ double SpeedProbe::loss(int cpu) const {
     return -1;
 }
 
+double SpeedProbe::median_loss(int cpu) const {
+    for (const auto& l : lanes_) {
+        if (l->cpu != cpu) continue;
+        std::lock_guard g(l->mu);
+        if (l->samples.empty() || l->base <= 0) return -1;
+        return std::max(0.0, 1.0 - l->base / percentile(l->samples, 50));
+    }
+    return -1;
+}
+
 double SpeedProbe::thread_cpu_s(int cpu) const {
     for (const auto& l : lanes_)
         if (l->cpu == cpu) return l->has_clock ? clock_s(l->clock) : 0;
@@ -420,6 +430,11 @@ Interference measure_interference(const Mark& start, const Mark& end, const std:
             for (int c : cpus)
                 if (double l = probe->loss(c); l >= 0) loss += l, ++k;
             role.slowdown = k ? loss / k : -1;
+            double med = 0;
+            k = 0;
+            for (int c : cpus)
+                if (double l = probe->median_loss(c); l >= 0) med += l, ++k;
+            role.slowdown_median = k ? med / k : -1;
         }
         return role;
     };
@@ -460,6 +475,7 @@ nlohmann::json Interference::to_json(double threshold, double slowdown_threshold
         return nlohmann::json{{"cpus", x.cpus},         {"busy", x.busy},       {"own", x.own},
                                {"unaccounted", x.unaccounted}, {"foreign", x.foreign}, {"steal", x.steal},
                                {"slowdown", x.slowdown >= 0 ? nlohmann::json(x.slowdown) : nlohmann::json(nullptr)},
+                               {"slowdown_median", x.slowdown_median >= 0 ? nlohmann::json(x.slowdown_median) : nlohmann::json(nullptr)},
                                {"irq", x.irq},          {"softirq", x.softirq}, {"softirqd", x.softirqd}};
     };
     nlohmann::json t = nlohmann::json::array();

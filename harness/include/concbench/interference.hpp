@@ -76,6 +76,7 @@ public:
     // Over the last window: the mean share of the CPU's at-rest speed lost (0 = as at rest);
     // -1 when the CPU had no sample in it.
     double loss(int cpu) const;
+    double median_loss(int cpu) const;   // the same from the window's median sample
     double thread_cpu_s(int cpu) const;  // the probe thread's CPU so far (to count it as ours)
     double base_s(int cpu) const;
     int samples(int cpu) const;
@@ -102,6 +103,8 @@ struct RoleReading {
     double foreign = 0;      // other processes: min(unaccounted, what they were seen to use here)
     double steal = 0;        // taken by the hypervisor, as it reports it
     double slowdown = -1;    // speed lost against the machine at rest (-1: no probe sample)
+    double slowdown_median = -1;  // the same from the median sample: interrupts that land on a few
+                                  // samples move it less
     double irq = 0, softirq = 0;  // tick-sampled shares, for the record
     double softirqd = 0;     // the kernel's softirq threads (ksoftirqd): the cell's network work
     std::string top_comm;    // the other process that used most of these CPUs, and its share

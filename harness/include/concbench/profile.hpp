@@ -44,7 +44,7 @@ struct Profile {
     // than slowdown_threshold slower than at rest. It is re-run up to disturbed_reruns times, each
     // after waiting (at most quiet_wait_s) for quiet CPUs, then kept and marked.
     double interference_threshold = 0.05;
-    double slowdown_threshold = 0.25;
+    double slowdown_threshold = 0.35;
     int disturbed_reruns = 2;
     double quiet_wait_s = 20;
     double rest_check_s = 2;   // the machine at rest before the first cell (0: no check)
