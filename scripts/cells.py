@@ -8,6 +8,7 @@
   reruns(row)                how many times the cell was re-run ("attempts" - 1)
   cv(values)                 coefficient of variation: population stdev / mean (None for n < 2)
   stop_reason(row, ...)      why a cell does not count as reaching its connection count
+  starved_note(row)          why some connections of a cell that did got no answer
 
 Every key is optional: lines written before a key existed read as they always did.
 """
@@ -135,6 +136,27 @@ def _why_unanswered(row, served, want):
     if ended == "all" and answered is not None and answered > served:
         return f" in the window (all {_n(answered)} answered in the primer)"
     return ""
+
+
+def starved_note(row):
+    """Why some connections of a cell that reached its count got no answer in the window, from its
+    figures ('' if all were answered): the primer's end, or thousands of runnable threads or
+    processes the scheduler did not get round to in the window."""
+    starved = num(row, "fairness", "starved_connections") or 0
+    est = num(row, "connections_established")
+    if not starved or not est:
+        return ""
+    head = f"{_n(starved)} of {_n(est)} got no answer in the window"
+    why = _why_unanswered(row, int(est - starved), int(row.get("connections") or est))
+    if why.startswith(": ") or why.startswith(" ("):
+        return head + why
+    threads, procs = num(row, "server", "threads_peak"), num(row, "server", "processes_peak")
+    queue = num(row, "server", "run_queue_peak")
+    tasks = max(threads or 0, procs or 0)
+    if tasks >= 100 and queue is not None:
+        kind = "processes" if (procs or 0) >= (threads or 0) else "threads"
+        return f"{head} ({_n(tasks)} {kind}, up to {_n(queue)} runnable at once)"
+    return head
 
 
 def stop_reason(row, stop_on_starved=True):

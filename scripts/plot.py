@@ -43,7 +43,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cells import (DISTURBED_NOTE, is_client_bound, is_disturbed, is_starved, num as _get,  # noqa: E402
-                   stop_reason)
+                   starved_note, stop_reason)
 
 
 def _ms(us):
@@ -246,7 +246,7 @@ def classic_chart(rows, metric, colours, sub, out):
     for r in rows:
         by_model[r["model"]][r["connections"]].append(r)
     conns_all = sorted({r["connections"] for r in rows})
-    values, starved_any, disturbed_any, stops = [], False, False, []
+    values, starved_any, disturbed_any, stops, crosses = [], False, False, [], []
     order = sorted(by_model, key=lambda m: (colours[m][2], m))
     for model in order:
         colour, marker, is_ref = colours[model]
@@ -270,6 +270,10 @@ def classic_chart(rows, metric, colours, sub, out):
             hi.append(max(vals) - ys[-1])
             starved.append(any(is_starved(r) for r in good))
             disturbed.append(any(is_disturbed(r) for r in good))
+            if starved[-1]:  # why some got no answer there, from the cell's figures
+                why = next((w for w in (starved_note(r) for r in good) if w), "")
+                if why and (model, c) not in {(m, at) for m, at, _ in crosses}:
+                    crosses.append((model, c, why))
         ls = (0, (5, 2)) if is_ref else "-"
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, linestyle=ls, linewidth=2.2 if is_ref else 1.6,
@@ -295,7 +299,7 @@ def classic_chart(rows, metric, colours, sub, out):
     # listed beside the chart (labels written at the points would pile up where lines end together).
     notes = []
     for i, (model, x, y, at, reason, colour) in enumerate(stops, 1):
-        notes.append(textwrap.fill(f"{i}. {model}: no line at {at:,} — {reason}", 84, subsequent_indent="    "))
+        notes.append(textwrap.fill(f"{i}. {model}: no line at {at:,} — {reason}", 150, subsequent_indent="    "))
         if x is not None:
             ax.plot([x], [y], marker="|", markersize=16, color=colour, markeredgewidth=3, linestyle="none")
             ax.annotate(str(i), (x, y), xytext=(6, 3 + 9 * (i % 2)), textcoords="offset points",
@@ -319,18 +323,27 @@ def classic_chart(rows, metric, colours, sub, out):
         handles.append(Line2D([], [], color="black", marker="|", markersize=12, markeredgewidth=3,
                               linestyle="none", label="|n: the line stops here (reason n below)"))
     leg = ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), framealpha=0.9)
-    if notes:
-        ax.add_artist(leg)
-        side = ax.text(1.01, 0.0, "where lines stop:\n" + "\n".join(notes), transform=ax.transAxes, fontsize=7.5,
-                       color="firebrick", ha="left", va="bottom", linespacing=1.4)
+    text = ("where lines stop:\n" + "\n".join(notes)) if notes else ""
+    if crosses:  # red ×: the measured reason, as for a stop
+        text += ("\n" if text else "") + "red ×, some connections got no answer:\n" + "\n".join(
+            textwrap.fill(f"{model} at {c:,}: {why}", 150, subsequent_indent="    ") for model, c, why in crosses)
+    # The notes go below the chart, across the figure, which grows to hold them; the legend
+    # hangs off the axes' right edge.
+    lines = text.count("\n") + 1 if text else 0
+    bottom = 0.0
+    if text:
+        height = 7 + 0.15 * lines
+        fig.set_size_inches(13, height)
+        bottom = (0.15 * lines + 0.25) / height
+        fig.text(0.01, 0.01, text, fontsize=7.5, color="firebrick", ha="left", va="bottom", linespacing=1.35)
     fig.suptitle(title, fontsize=13)
     ax.set_title(sub, fontsize=8, color="dimgrey")
-    fig.tight_layout()
-    # The legend and notes hang off the axes' right edge: when one pass leaves them past the
-    # figure's edge (the axes narrowed, so they moved), a second pass makes room.
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    # When one pass leaves the legend past the figure's edge (the axes narrowed, so it moved), a
+    # second pass makes room.
     renderer = fig.canvas.get_renderer()
-    if max(a.get_window_extent(renderer).x1 for a in ([leg, side] if notes else [leg])) > fig.bbox.x1:
-        fig.tight_layout()
+    if leg.get_window_extent(renderer).x1 > fig.bbox.x1:
+        fig.tight_layout(rect=(0, bottom, 1, 1))
     paths = []
     for ext in ("png", "svg"):
         path = out / f"classic-{slug}.{ext}"

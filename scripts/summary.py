@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cells import cv, disturbance, is_disturbed, reruns, stop_reason  # noqa: E402
+from cells import cv, disturbance, is_disturbed, reruns, starved_note, stop_reason  # noqa: E402
 
 CV_FLAG = 0.10                 # "CV > 10 %"
 CV_COUNTS = (100, 1000)        # the connection counts of the closing CV line
@@ -101,9 +101,8 @@ def notes_of(key, rows, failed):
         notes.append(f"re-run ×{n}")
     reasons = list(dict.fromkeys(w for w in (stop_reason(r) for r in rows) if w))
     notes += reasons
-    starved = max((get(r, "fairness", "starved_connections") or 0) for r in rows)
-    if starved and not any("answered" in w for w in reasons):
-        notes.append(f"{starved} of {key[1]} connections got no answer")
+    if not any("answered" in w for w in reasons):
+        notes += list(dict.fromkeys(w for w in (starved_note(r) for r in rows) if w))
     dropped = max((get(r, "idle", "dropped") or 0) for r in rows)
     if dropped:
         notes.append(f"{dropped:.0f} idle connections dropped")

@@ -129,6 +129,9 @@ for rep in (1, 2):
         row("nginx", "reference", c, rep, 75000 - c, 7.0 + c / 1000,
             server={"threads_peak": 2, "processes_peak": 2},
             **({"disturbed": True, "disturbed_by": STRESS} if c == 3000 and rep == 2 else {}))
+    # threads at 10000: all connected and primed, 20 not answered in the window.
+    row("threads", "x", 10000, rep, 30000, 35.0, server={"threads_peak": 10001, "run_queue_peak": 9800},
+        fairness={"starved_connections": 20}, primer={"answered": 10000, "ended": "all", "seconds": 2.4})
     # threads at 3000: not all connected (the listen backlog was full).
     row("threads", "x", 3000, rep, 20000, 20.0, connections_established=2100, errors={"connect": 900},
         errors_total=900)
@@ -290,10 +293,12 @@ check "summary names a server that closed connections" \
 check "summary names a count not connected" \
     grep -q "^| 3000 | threads | .*only 2,100 of 3,000 connected (900 connects failed or timed out)" \
     "$tmp/summary-all"
-check "summary keeps the plain note for a minority without answer" \
-    grep -q "^| 100 | threadpool | .*36 of 100 connections got no answer" "$tmp/summary-all"
+check "summary says why a minority got no answer (the primer stalled at the pool)" \
+    grep -q "^| 100 | threadpool | .*36 of 100 got no answer in the window: answers stopped at 64 connections (server: 65 threads)" "$tmp/summary-all"
+check "summary says why a minority got no answer (thousands of runnable threads)" \
+    grep -q "^| 10000 | threads | .*20 of 10,000 got no answer in the window (10,001 threads, up to 9,800 runnable at once)" "$tmp/summary-all"
 check "summary closing line: disturbed, re-run, largest event-loop CV" grep -q \
-    "^- hello: 3 of 21 cells disturbed, 2 re-run; largest CV among event-loop models at 100 and 1000 connections: 20.0 % (uring at 100, req/s)" \
+    "^- hello: 3 of 22 cells disturbed, 2 re-run; largest CV among event-loop models at 100 and 1000 connections: 20.0 % (uring at 100, req/s)" \
     "$tmp/summary-all"
 "$PY" "$SUMMARY" "$old" >"$tmp/summary-old" 2>&1
 rc=$?

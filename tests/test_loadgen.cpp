@@ -390,6 +390,7 @@ TEST(LoadScripted, PipelineDepthIsReallyInFlight) {
         }
     });
     LoadSpec s = spec_for(peer.port(), "hello", 2);
+    s.primer = false;  // this peer never answers the primer's single request
     s.pipeline = 8;
     s.duration_s = 0.5;
     s.request_timeout_s = 2;
@@ -595,6 +596,28 @@ TEST(LoadPrimer, AConnectionClosedAfterItsFirstAnswerStaysInTheLoad) {
     EXPECT_EQ(r.connections_established, 10);
     EXPECT_EQ(r.per_connection.size(), 10u);
     EXPECT_GT(r.requests, 0u);
+}
+
+TEST(LoadPrimer, ALatePrimerAnswerJoinsTheLoadWithoutTimingOut) {
+    // Connection 1 is taken up 1 s late, after the primer stalled (0.3 s). Its primer request is
+    // then 1 s old, more than the 0.9 s time-out: it must not time out (its time-out runs from
+    // the load's start), and once answered the connection joins the load.
+    Peer peer([&](int fd, int index) {
+        if (index == 1) std::this_thread::sleep_for(milliseconds(1000));
+        serve_first(fd, index, 1 << 30, peer.stopping);
+    });
+    LoadSpec s = spec_for(peer.port(), "hello", 2);
+    s.warmup_s = 0;
+    s.duration_s = 1.5;
+    s.primer_stall_s = 0.3;
+    s.request_timeout_s = 0.9;
+    LoadResult r = run_load(s);
+    ASSERT_TRUE(r.fatal.empty()) << r.fatal;
+    EXPECT_EQ(r.primer.ended, "stalled");
+    EXPECT_EQ(r.primer.answered, 1);
+    EXPECT_EQ(r.errors.count("timeout"), 0u) << nlohmann::json(r.errors).dump();
+    ASSERT_EQ(r.per_connection.size(), 2u);
+    EXPECT_EQ(fairness(r.per_connection).starved, 0);  // both answered in the window
 }
 
 TEST(LoadPrimer, OffMeansNoPrimerInTheResult) {

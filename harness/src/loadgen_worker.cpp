@@ -157,6 +157,11 @@ void Worker::on_phase(int phase, uint64_t now) {
     if (phase >= kWarmup && phase < kCheck && !loading_) {  // start the load
         loading_ = true;
         start_ns_ = sh_.load_start_ns.load(std::memory_order_acquire);
+        // A primer request still unanswered (the server has not taken its connection up yet)
+        // waits on: its time-out runs from the load's start, not from set-up, so a long primer
+        // (10,000 forks) does not end in every such connection timing out at once.
+        for (Conn& c : conns_)
+            if (c.priming && !c.idler && c.inflight > 0) ring_sent(c, 0) = now;
         for (Conn& c : conns_) {
             if (c.idler || c.st != St::ready) continue;
             if (open_) schedule(c, now);
@@ -517,12 +522,11 @@ bool Worker::complete_one(Conn& c, uint64_t now) {
         sh_.last_primed_ns.store(now, std::memory_order_relaxed);  // set-up is making progress
         return true;
     }
-    if (c.priming) {  // the primer's answer: the server has taken this connection up
-        c.priming = false;
+    if (c.priming) {  // the primer's answer: the server has taken this connection up. Set-up,
+        c.priming = false;  // not load: not measured, even when it comes late, in the window
         sh_.primed.fetch_add(1, std::memory_order_relaxed);
         sh_.last_primed_ns.store(now, std::memory_order_relaxed);
-    }
-    if (recording_) {
+    } else if (recording_) {
         const uint64_t lat = now > t_due ? now - t_due : 0;
         if (open_) hist_uncorrected.record(now > t_sent ? now - t_sent : 0);
         const std::size_t s = sec_of(now);

@@ -44,7 +44,9 @@ struct LoadSpec {
     // waits for its answer, so the load starts on connections the server has taken up. It ends
     // when all are answered, when no new first answer came for `primer_stall_s` (a pool holding
     // as many connections as it has workers), or after `primer_timeout_s`; connections not opened
-    // by then are left out (a full pool and backlog would only time them out).
+    // by then are left out (a full pool and backlog would only time them out). A primer request
+    // still unanswered when the load starts is not measured when answered (its connection joins
+    // the load then; until it does, it is starved), and its time-out runs from the load's start.
     bool primer = true;
     double primer_stall_s = 2.0;
     double primer_timeout_s = 30.0;
