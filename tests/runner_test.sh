@@ -403,6 +403,7 @@ slowdown_threshold = 1.0
 disturbed_reruns = 2
 quiet_wait_s = 10
 EOF
+: >"$tmp/out10"   # before the run opens it: the wait below reads it at once
 "$CB" run --profile "$tmp/hog.toml" --results "$res" >"$tmp/out10" 2>"$tmp/err10" &
 bg_pid=$!
 wait_for_line "$tmp/out10" '[  1/2]' 30 "$bg_pid"
@@ -497,6 +498,8 @@ connections = [10]
 repetitions = 1
 warmup_s = 0.5
 duration_s = 4
+rest_check_s = 0.5
+disturbed_reruns = 0
 EOF
 ref_res="$tmp/ref-results"
 chmod 755 "$tmp"   # the servers' workers run as www-data when we are root: they must reach their files
@@ -505,7 +508,7 @@ bg_pid=$!
 apache_pgid=""
 # The run first verifies both servers (quick set: Apache's takes about 20 s, its servers under a
 # temp dir); the cell's Apache is the one whose directory is under the run's servers/.
-deadline=$((SECONDS + 90))
+deadline=$((SECONDS + 120))
 while [ -z "$apache_pgid" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
     for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
         [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] &&
