@@ -14,7 +14,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench bench-classic test list plot summary clean fuzz
+.PHONY: all deps build bench bench-classic micro test list plot summary clean fuzz
 
 all: build
 
@@ -28,6 +28,8 @@ build: deps
 bench: build
 	@rc=0; $(CONCBENCH) run --profile $(PROFILE) || rc=$$?; \
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
+	mrc=0; $(CONCBENCH) micro --short --run latest || mrc=$$?; \
+	if [ $$mrc -eq 130 ]; then exit 130; fi; \
 	$(PYTHON) scripts/plot.py results/latest --classic auto || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
 	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/ (classic-cpu.png first: server CPU per request)"; \
@@ -45,6 +47,15 @@ bench-classic: build
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
 	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-cpu.png, classic-throughput.png, classic-pss.png"; \
 	if [ $$rc -eq 1 ]; then echo "bench-classic: some cells failed — each with its reason in the summary above; the charts mark where each line stops and why"; rc=0; fi; \
+	exit $$rc
+
+# The micro suite (Google Benchmark): creation, switching, waiting on many fds, memory per unit
+# and Dahl's latency table, 3 repetitions, into a run of its own (results/latest/micro.json);
+# draws plots/micro-*.png and plots/latency-table.png. MICRO_ARGS="--filter wait/" runs a part.
+micro: build
+	@rc=0; $(CONCBENCH) micro $(MICRO_ARGS) || rc=$$?; \
+	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
+	$(PYTHON) scripts/plot.py results/latest || exit $$?; \
 	exit $$rc
 
 plot:

@@ -24,6 +24,10 @@ than half of them got no answer in the window — with the reason, measured from
 figures (cells.stop_reason: the primer, the server's threads and processes, its errors), beside
 the chart. On the CPU and PSS charts a count where most connections got no answer goes on with a
 red ×: CPU per answered request and memory held are still what the server costs there.
+
+A run with micro.json (`concbench micro`; `make bench` runs its short set) also gets the micro
+suite's charts (micro_plots.py): micro-creation, micro-switching, micro-waiting, micro-memory and
+latency-table (.png, .svg). A run of the micro suite alone gets only those.
 """
 import argparse
 import json
@@ -44,6 +48,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cells import (DISTURBED_NOTE, is_client_bound, is_disturbed, is_starved, num as _get,  # noqa: E402
                    starved_note, stop_reason)
+import micro_plots  # noqa: E402
 
 
 def _ms(us):
@@ -435,8 +440,15 @@ def main():
                     help="also write classic-throughput, classic-cpu and classic-pss (.png, .svg) for this workload "
                          "('auto': hello, when the run has it)")
     args = ap.parse_args()
-    ok, failed, meta = load(args.results_dir)
+    micro = args.results_dir / "micro.json"
     out = args.out or args.results_dir / "plots"
+    if micro.is_file() and not (args.results_dir / "results.jsonl").is_file():
+        # a run of `concbench micro` alone: its charts only
+        out.mkdir(parents=True, exist_ok=True)
+        for path in micro_plots.draw_all(micro, out):
+            print(path)
+        return
+    ok, failed, meta = load(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     sub = subtitle(meta)
     colours = styles(ok + failed)
@@ -493,6 +505,8 @@ def main():
             sys.exit(2)
         for metric in CLASSIC if rows else []:
             written += classic_chart(rows, metric, colours, sub, out)
+    if micro.is_file():
+        written += micro_plots.draw_all(micro, out)
     for r in failed:
         print(f"failed cell {r.get('cell', '?')}: {r.get('error') or 'no error given'}", file=sys.stderr)
     for path in written:

@@ -11,6 +11,7 @@
 #include "concbench/external.hpp"
 #include "concbench/host.hpp"
 #include "concbench/loadgen.hpp"
+#include "concbench/micro.hpp"
 #include "concbench/profile.hpp"
 #include "concbench/registry.hpp"
 #include "concbench/results.hpp"
@@ -337,6 +338,22 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"loadgen", "wrk", "ab"}))->capture_default_str();
     load_cmd->add_option("--json", load.json_path, "write the result (results schema) as JSON here");
 
+    MicroOptions micro;
+    auto* micro_cmd = app.add_subcommand(
+        "micro", "the micro suite (Google Benchmark): creation, switching, waiting, memory, Dahl's latency table");
+    micro_cmd->add_option("--filter", micro.filter, "only benchmarks whose name matches this regex (see --list)");
+    micro_cmd->add_option("--repetitions", micro.repetitions, "repetitions of each benchmark (median and spread kept)")
+        ->check(CLI::Range(1, 100))->capture_default_str();
+    micro_cmd->add_option("--min-time", micro.min_time_s, "seconds each benchmark runs at least (Google Benchmark)")
+        ->check(CLI::Range(0.001, 60.0))->capture_default_str();
+    micro_cmd->add_flag("--short", micro.short_set, "every row once and briefly (what make bench runs)");
+    micro_cmd->add_option("--run", micro.run, "write micro.json into this existing run (id or latest); default: a new run");
+    micro_cmd->add_option("--results", micro.results_root, "results root directory")->capture_default_str();
+    micro_cmd->add_flag("--list", micro.list, "list the benchmarks (those --filter selects) and exit");
+    micro_cmd->add_option("--table", micro.table, "print the latency table of this run (id, directory or micro.json)");
+    micro_cmd->add_option("--compare", micro.compare, "two runs side by side (ids, directories or micro.json files)")
+        ->expected(2);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -347,6 +364,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("list")) return cmd_list();
     if (app.got_subcommand("load")) return cmd_load(load);
     if (app.got_subcommand("verify")) return cmd_verify(ver);
+    if (app.got_subcommand("micro")) return run_micro(micro);
     if (!models.empty()) {
         std::stringstream ss(models);
         for (std::string m; std::getline(ss, m, ',');)

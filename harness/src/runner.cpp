@@ -67,23 +67,6 @@ std::vector<Cell> plan(const Profile& p, const std::vector<ModelInfo>& registry,
     return cells;
 }
 
-std::string make_run_id(const std::string& root, const std::string& profile) {
-    char ts[32];
-    time_t now = time(nullptr);
-    strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", localtime(&now));
-    std::string id = fmt::format("{}-{}", ts, profile);
-    for (int i = 2; fs::exists(fs::path(root) / id); ++i) id = fmt::format("{}-{}-{}", ts, profile, i);
-    return id;
-}
-
-void point_latest(const std::string& root, const std::string& run_id) {
-    fs::path tmp = fs::path(root) / ".latest.tmp";
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fs::create_directory_symlink(run_id, tmp, ec);
-    if (!ec) fs::rename(tmp, fs::path(root) / "latest", ec);
-}
-
 // Finished cells of a run: id -> throughput of the ok ones (0 for failed), for --resume and for
 // the rate sweep's maxima.
 std::map<std::string, double> finished_cells(const std::string& jsonl) {
@@ -148,6 +131,23 @@ std::string wait_for_quiet(const Profile& p, SpeedProbe& probe) {
 }
 
 }  // namespace
+
+std::string make_run_id(const std::string& root, const std::string& profile) {
+    char ts[32];
+    time_t now = time(nullptr);
+    strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", localtime(&now));
+    std::string id = fmt::format("{}-{}", ts, profile);
+    for (int i = 2; fs::exists(fs::path(root) / id); ++i) id = fmt::format("{}-{}-{}", ts, profile, i);
+    return id;
+}
+
+void point_latest(const std::string& root, const std::string& run_id) {
+    fs::path tmp = fs::path(root) / ".latest.tmp";
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fs::create_directory_symlink(run_id, tmp, ec);
+    if (!ec) fs::rename(tmp, fs::path(root) / "latest", ec);
+}
 
 int run_profile(const RunOptions& o) {
     std::vector<ModelInfo> registry;

@@ -17,4 +17,10 @@ struct RunOptions {
 // Returns the process exit code: 0 done, 1 some cells failed, 2 bad input, 130 interrupted.
 int run_profile(const RunOptions& opts);
 
+// A new run's id under `root`: "<YYYYmmdd-HHMMSS>-<what>", with "-2", "-3"... if taken.
+std::string make_run_id(const std::string& root, const std::string& what);
+
+// Points root/latest at run_id (atomically: a new symlink renamed over the old one).
+void point_latest(const std::string& root, const std::string& run_id);
+
 }  // namespace concbench
