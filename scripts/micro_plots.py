@@ -62,7 +62,7 @@ def figures(micro):
 
 def base_name(name):
     """'wait/epoll/fds:100/min_time:0.200' -> 'wait/epoll/fds:100' (Google Benchmark's suffixes off)."""
-    return re.sub(r"/(min_time|iterations|repeats|manual_time|real_time|process_time|threads)(:[^/]*)?", "", name)
+    return re.sub(r"/((min_time|iterations|repeats|threads):[^/]*|manual_time|real_time|process_time)(?=/|$)", "", name)
 
 
 def arg(name, key):
@@ -183,7 +183,7 @@ def waiting(figs, sub, out):
         growth = f" — ×{ys[-1] / ys[0]:.1f} from {xs[0]:,} to {xs[-1]:,} fds" if len(ys) > 1 and ys[0] > 0 else ""
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=kind + growth, color=colours.get(kind))
         if stopped:
-            ax.annotate(f"stops: {stopped[0][1]['error'][:40]}", (xs[-1], ys[-1]), textcoords="offset points",
+            ax.annotate(f"stops: {stopped[0][1]['error'][:60]}", (xs[-1], ys[-1]), textcoords="offset points",
                         xytext=(6, -12), fontsize=7, color=colours.get(kind, "black"))
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -222,8 +222,10 @@ def memory(figs, sub, out):
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("KiB per unit (log scale); fds per unit beside each bar")
+    ax.set_xlim(1e-3, max([c["counters"].get("pss_kib_per_unit", 0) + c["counters"].get("kernel_kib_per_unit", 0)
+                            for _, c in rows] + [1]) * 60)
     ax.grid(axis="x", which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
     fig.suptitle("What one unit holds: memory and file descriptors", fontsize=12)
     ax.set_title(sub, fontsize=8, color="dimgrey")
     skipped_note(fig, skipped)
@@ -231,12 +233,42 @@ def memory(figs, sub, out):
     return save(fig, out, "micro-memory")
 
 
-def latency_table(micro, sub, out):
+def chase_curve(ax, micro, figs):
+    """ns per dependent load against the working set: the cache levels as steps."""
+    pts = sorted((arg(n, "bytes"), f) for n, f in figs.items()
+                 if n.startswith("latency/chase/") and not f["error"] and f["ns"] > 0)
+    if not pts:
+        ax.axis("off")
+        return
+    xs = [p[0] / 1024 for p in pts]
+    ys = [p[1]["ns"] for p in pts]
+    err = [[y - p[1]["lo"] for y, p in zip(ys, pts)], [p[1]["hi"] - y for y, p in zip(ys, pts)]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color="tab:blue")
+    ctx = micro.get("context", {})
+    for key, name in (("cache_l1d_kib", "L1d"), ("cache_l2_kib", "L2")):
+        try:
+            kib = float(ctx.get(key, 0))
+        except (TypeError, ValueError):
+            kib = 0
+        if kib > 0:
+            ax.axvline(kib, color="grey", ls=":", lw=1)
+            ax.text(kib, max(ys), f" {name} {kib:,.0f} KiB", fontsize=7, color="dimgrey", va="top")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks([16, 256, 4096, 65536, 1048576], ["16 KiB", "256 KiB", "4 MiB", "64 MiB", "1 GiB"])
+    ax.set_xlabel("working set (random pointer chase over 64-byte lines)")
+    ax.set_ylabel("ns per dependent load")
+    ax.set_title("where the table's memory rows come from", fontsize=9)
+    ax.grid(which="both", alpha=0.25)
+
+
+def latency_table(micro, figs, sub, out):
     t = micro.get("concbench", {}).get("latency_table", {})
     rows = t.get("rows", [])
     if not rows:
         return []
-    fig, ax = plt.subplots(figsize=(10, 5.6))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 5.6), gridspec_kw={"width_ratios": [3, 2]})
+    chase_curve(ax2, micro, figs)
     ys = range(len(rows))
     for i, r in enumerate(rows):
         if r.get("essay_cycles"):
@@ -245,8 +277,8 @@ def latency_table(micro, sub, out):
         if r.get("cycles"):
             ax.barh(i + 0.2, r["cycles"], height=0.38, color="tab:blue",
                     label="measured here" if i == 0 else None)
-            ax.text(r["cycles"] * 1.2, i + 0.2, f"{r['cycles']:,.3g} cycles ({fmt_ns(r['ns'])})", va="center",
-                    fontsize=7)
+            cyc = f"{r['cycles']:,.0f}" if r["cycles"] >= 10 else f"{r['cycles']:.2g}"
+            ax.text(r["cycles"] * 1.2, i + 0.2, f"{cyc} cycles ({fmt_ns(r['ns'])})", va="center", fontsize=7)
         elif not r.get("essay_cycles") or r["device"] == "network":
             ax.text(1.2, i + 0.2, r.get("what", ""), va="center", fontsize=7, color="dimgrey")
     ax.set_yticks(list(ys), [r["device"] for r in rows], fontsize=9)
@@ -256,7 +288,7 @@ def latency_table(micro, sub, out):
     ax.set_xlabel(f"CPU cycles (log scale; clock measured at {t.get('measured_mhz', 0):.0f} MHz)")
     handles, labels = ax.get_legend_handles_labels()
     seen = OrderedDict((lab, h) for h, lab in zip(handles, labels) if lab)
-    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="lower right")
+    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="upper right")
     ax.grid(axis="x", which="both", alpha=0.25)
     fig.suptitle("Dahl's latency table: the essay's cycles beside this machine's\n"
                  "(the essay's network row is a WAN round trip; loopback is not that)", fontsize=11)
@@ -291,5 +323,5 @@ def draw_all(path, out):
     written = []
     for draw in (creation, switching, waiting, memory):
         written += draw(figs, sub, out)
-    written += latency_table(micro, sub, out)
+    written += latency_table(micro, figs, sub, out)
     return written

@@ -137,6 +137,8 @@ TEST(MicroFigures, GoogleBenchmarksNameSuffixesAreDropped) {
     EXPECT_EQ(base_name("memory/thread/iterations:1/manual_time"), "memory/thread");
     EXPECT_EQ(base_name("latency/disk_read_4k/min_time:0.500"), "latency/disk_read_4k");
     EXPECT_EQ(base_name("wait/epoll/fds:100"), "wait/epoll/fds:100");
+    EXPECT_EQ(base_name("ring/threads/n:10/real_time"), "ring/threads/n:10");   // a family named threads
+    EXPECT_EQ(base_name("create/thread/threads:4"), "create/thread");
     json m = {{"benchmarks", {run("latency/mutex/real_time", 4.0)}}};
     json t = latency_rows(m);
     bool seen = false;

@@ -88,6 +88,15 @@ std::string regex_escape(const std::string& s) {
     return out;
 }
 
+// Google Benchmark's JSON writes NaN and Infinity (the cv of a constant counter), which JSON has
+// not: they are read as null.
+json parse_gbench(std::istream& in) {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    static const std::regex bad(R"((:\s*)-?(NaN|Infinity)(\s*[,}\]\n]))");
+    return json::parse(std::regex_replace(ss.str(), bad, "$1null$3"), nullptr, false);
+}
+
 // A run id, run dir or micro.json path -> the micro.json path.
 fs::path micro_json_path(const std::string& what, const std::string& root) {
     fs::path p(what);
@@ -104,7 +113,7 @@ bool load_micro(const std::string& what, const std::string& root, json& out) {
                    p.string());
         return false;
     }
-    out = json::parse(in, nullptr, false);
+    out = parse_gbench(in);
     if (out.is_discarded() || !out.contains("benchmarks")) {
         fmt::print(stderr, "concbench micro: {} is not a micro suite's JSON\n", p.string());
         return false;
@@ -139,6 +148,12 @@ std::string fmt_ns(double ns) {
     if (ns < 1e6) return fmt::format("{:.1f} µs", ns / 1e3);
     if (ns < 1e9) return fmt::format("{:.2f} ms", ns / 1e6);
     return fmt::format("{:.2f} s", ns / 1e9);
+}
+
+std::string fmt_bytes(long b) {
+    if (b >= 1L << 30 && b % (1L << 30) == 0) return fmt::format("{} GiB", b >> 30);
+    if (b >= 1L << 20 && b % (1L << 20) == 0) return fmt::format("{} MiB", b >> 20);
+    return fmt::format("{} KiB", b >> 10);
 }
 
 std::string fmt_count(double v) {
@@ -218,7 +233,7 @@ double mann_whitney_p(const std::vector<double>& x, const std::vector<double>& y
 }
 
 std::string base_name(const std::string& name) {
-    static const std::regex suffix(R"(/(min_time|iterations|repeats|manual_time|real_time|process_time|threads)(:[^/]*)?)");
+    static const std::regex suffix(R"(/((min_time|iterations|repeats|threads):[^/]*|manual_time|real_time|process_time)(?=/|$))");
     return std::regex_replace(name, suffix, "");
 }
 
@@ -294,12 +309,13 @@ json latency_rows(const json& micro) {
         rows.push_back(r);
     };
     auto add_chase = [&](const char* dev, double essay, const std::pair<long, const MicroFigure*>* c) {
-        if (c) row(dev, essay, c->second, fmt::format("pointer chase over {} KiB", c->first / 1024));
+        if (c) row(dev, essay, c->second, fmt::format("pointer chase over {}", fmt_bytes(c->first)));
         else row(dev, essay, nullptr, "not measured");
     };
+    // The essay's rows only: an L3 size a VM's CPUID reports may be the host's whole socket (here
+    // 508 MiB), so an "L3" row would be RAM; the chase curve on latency-table.png shows the steps.
     add_chase("L1", 3, within(ctx_num("cache_l1d_kib", 0), 16 << 10));
     add_chase("L2", 14, within(ctx_num("cache_l2_kib", 0), 256 << 10));
-    if (ctx_num("cache_l3_kib", 0) > 0) add_chase("L3", 0, within(ctx_num("cache_l3_kib", 0), 0));
     add_chase("RAM", 250, chase.empty() ? nullptr : &chase.back());
     auto add = [&](const char* dev, double essay, const char* name, const char* what) {
         auto it = by.find(name);
@@ -488,7 +504,7 @@ int run_micro(const MicroOptions& o) {
         int status = run_child(args, nullptr);
         json g = {{"name", group}, {"benchmarks", names.size()}};
         std::ifstream in(out);
-        json part = in ? json::parse(in, nullptr, false) : json();
+        json part = in ? parse_gbench(in) : json();
         if (status == 0 && !part.is_discarded() && part.contains("benchmarks")) {
             if (merged["context"].empty()) merged["context"] = part["context"];
             for (auto& b : part["benchmarks"]) merged["benchmarks"].push_back(b);
