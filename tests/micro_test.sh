@@ -4,9 +4,10 @@
 # Benchmark's context and our latency table; a row that cannot run skipped with its reason, the
 # rest kept), the charts drawn from it, and --compare / --table of runs. Behaviour only: no figure
 # is judged (a shared machine's speed says nothing about the code).
-# usage: micro_test.sh BUILD_DIR
+# usage: micro_test.sh BUILD_DIR [SANITIZE]
 set -u
 build="$1"
+export MICRO_SANITIZED="${2:-}"   # an instrumented build: symmetric transfer is no tail call there
 CB="$build/bin/concbench"
 here="$(cd "$(dirname "$0")" && pwd)"
 tmp="$(mktemp -d)"
@@ -65,8 +66,14 @@ want = {"create/thread", "create/coroutine", "switch/thread_pipe/cpus:1", "ring/
 t(want <= set(rows), f"every selected row is in micro.json (missing: {sorted(want - set(rows))})")
 sel = rows.get("wait/select/fds:3000", [{}])[0]
 t(sel.get("error_occurred") is True and "FD_SETSIZE" in sel.get("error_message", ""), f"select at 3000 fds skipped with its reason ({sel.get('error_message')!r})")
-ok = [n for n in want - {"wait/select/fds:3000"} if rows.get(n) and not rows[n][0].get("error_occurred")]
-t(len(ok) == len(want) - 1, f"the other rows ran ({sorted(set(want) - set(ok))} did not)")
+# Under a sanitizer (-O1) GCC's symmetric transfer nests calls: the coroutine ring says so and skips.
+import os
+excused = {"wait/select/fds:3000"}
+ring = rows.get("ring/coroutines/n:10", [{}])[0]
+if os.environ.get("MICRO_SANITIZED") and "symmetric transfer is not a tail call" in ring.get("error_message", ""):
+    excused.add("ring/coroutines/n:10")
+ok = [n for n in want - excused if rows.get(n) and not rows[n][0].get("error_occurred")]
+t(len(ok) == len(want - excused), f"the other rows ran ({sorted(want - excused - set(ok))} did not)")
 t(all(b.get("real_time", 0) > 0 for n in ok for b in rows[n]), "each row has a time")
 t("per_op" in rows["latency/chase/bytes:16384"][0] and "per_op" in rows["switch/thread_pipe/cpus:1"][0], "batched rows carry per_op")
 mem = rows["memory/coroutine"][0]
