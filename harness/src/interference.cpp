@@ -176,7 +176,7 @@ namespace {
 // The probe's work: integer arithmetic on registers, about 100 µs on a 2020s core. Its time in
 // the thread's CPU clock excludes time other tasks had, but includes a slower or stolen CPU.
 double probe_work_s() {
-    static volatile uint64_t sink = 0;
+    thread_local volatile uint64_t sink = 0;  // one per lane: lanes run at once
     const double t0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
     uint64_t x = sink;
     for (uint64_t i = 0; i < 250000; ++i) x = x * 6364136223846793005ull + i;

@@ -98,11 +98,11 @@ Probe probe_latency(Ctx& x, uint16_t port) {
     auto end = Clock::now() + seconds(3);
     while (Clock::now() < end && p.failed < 5 && !x.interrupted()) {
         auto t0 = Clock::now();
-        Conn c(port, seconds(1));
+        Conn c(port, seconds(kSlowdown));
         Response r;
         std::string why;
         bool ok = c.ok();
-        if (ok) ok = c.try_send(get("/")) && c.next(r, t0 + seconds(1), why) && r.status == 200;
+        if (ok) ok = c.try_send(get("/")) && c.next(r, t0 + seconds(kSlowdown), why) && r.status == 200;
         else why = c.error();
         if (!ok) {
             ++p.failed;
