@@ -10,6 +10,8 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
+  python3-httptools python3-aiohttp python3-uvloop  # the Python models (models/py-*)
+  nodejs                                     # the Node.js model (models/node-http)
   procps                                     # ps/pgrep used in diagnostics
   wrk apache2-utils                          # real clients (load --client wrk|ab)
   nginx apache2                              # the reference servers (models/nginx, models/apache-*); nginx also for vs_wrk.py

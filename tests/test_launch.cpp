@@ -211,4 +211,61 @@ TEST_F(ReferenceRegistry, EchoIsRefusedForAnHttpReferenceServer) {
     EXPECT_NE(err.find("does not speak 'echo'"), std::string::npos) << err;
 }
 
+// A model in an interpreted runtime (models/py-*, node-http): its launcher is built, but an
+// interpreter or module it needs may be missing; that is one line naming the package, in the
+// registry and at launch, never a crash or an unexplained "not built".
+class RuntimeRegistry : public testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("concbench-runtime-" + std::to_string(getpid()));
+        fs::create_directories(dir_ / "models" / "pyx");
+        fs::create_directories(dir_ / "bin");
+        std::ofstream(dir_ / "bin" / "server-pyx") << "#!/bin/sh\nexit 0\n";
+        fs::permissions(dir_ / "bin" / "server-pyx", fs::perms::owner_all);
+    }
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    std::vector<ModelInfo> load(const std::string& runtime) {
+        std::ofstream(dir_ / "models" / "pyx" / "model.toml")
+            << "name = \"pyx\"\ndescription = \"d\"\nmechanism = \"readiness\"\nstructure = \"s\"\n"
+               "workloads = [\"hello\"]\n[runtime]\n" << runtime;
+        return load_registry((dir_ / "models").string(), (dir_ / "bin").string());
+    }
+    fs::path dir_;
+};
+
+TEST_F(RuntimeRegistry, PresentRuntimeIsBuilt) {
+    auto reg = load("needs = [\"/bin/sh\"]\npackage = \"dash\"\n");
+    ASSERT_EQ(reg.size(), 1u);
+    EXPECT_TRUE(reg[0].built);
+    EXPECT_TRUE(reg[0].unavailable.empty());
+    ASSERT_TRUE(reg[0].runtime);
+    EXPECT_EQ(reg[0].runtime->package, "dash");
+}
+
+TEST_F(RuntimeRegistry, MissingModuleIsNotAvailableNamingThePackage) {
+    auto reg = load("needs = [\"/bin/sh\", \"/usr/lib/python3/dist-packages/no_such_module\"]\n"
+                    "package = \"python3-no-such\"\n");
+    ASSERT_EQ(reg.size(), 1u);
+    EXPECT_FALSE(reg[0].built);
+    EXPECT_NE(reg[0].unavailable.find("not available: install Debian package python3-no-such"), std::string::npos)
+        << reg[0].unavailable;
+    EXPECT_EQ(reg[0].how_to_build(), reg[0].unavailable);
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    std::string err;
+    EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(2), err));
+    EXPECT_EQ(err, "pyx: " + reg[0].unavailable);
+}
+
+TEST_F(RuntimeRegistry, RefusesBadRuntimeTables) {
+    EXPECT_NE(error_of([&] { load("needs = [\"python3\"]\npackage = \"p\"\n"); }).find("not an absolute path"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { load("needs = []\n"); }).find("missing key 'package'"), std::string::npos);
+    EXPECT_NE(error_of([&] { load("package = \"p\"\nneed = []\n"); }).find("unknown key 'runtime.need'"),
+              std::string::npos);
+}
+
 }  // namespace

@@ -390,3 +390,29 @@ TEST_F(ProfileTest, BadLoadShapeValuesAreRefusedWithTheirLine) {
 }
 
 }  // namespace
+
+TEST_F(ProfileTest, CellsForRestrictsAModelToSomeCells) {
+    Profile p = load_profile(write_lines({"models = [\"epoll\", \"threads\"]", "workloads = [\"hello\", \"idle\"]",
+                                          "connections = [1, 100]", "[cells_for]", "threads = { hello = [100] }"}),
+                             registry());
+    EXPECT_TRUE(p.runs("epoll", "hello", 1));
+    EXPECT_TRUE(p.runs("epoll", "idle", 100));
+    EXPECT_TRUE(p.runs("threads", "hello", 100));
+    EXPECT_FALSE(p.runs("threads", "hello", 1));
+    EXPECT_FALSE(p.runs("threads", "idle", 100));
+}
+
+TEST_F(ProfileTest, CellsForOutsideTheProfileIsRefused) {
+    const std::vector<std::string> head = {"models = [\"epoll\", \"threads\"]", "workloads = [\"hello\"]",
+                                           "connections = [1, 100]", "[cells_for]"};
+    auto with = [&](const std::string& line) {
+        auto lines = head;
+        lines.push_back(line);
+        return refusal(write_lines(lines));
+    };
+    EXPECT_CONTAINS(with("uring = { hello = [1] }"), "'uring', which is not in models");
+    EXPECT_CONTAINS(with("threads = { idle = [1] }"), "workload 'idle' is not in workloads");
+    EXPECT_CONTAINS(with("threads = { hello = [1000] }"), "1000 connections is not among hello's (1, 100)");
+    EXPECT_CONTAINS(with("nosuch = { hello = [1] }"), "unknown model 'nosuch'");
+    EXPECT_CONTAINS(with("threads = { nosuch = [1] }"), "unknown workload 'nosuch'");
+}

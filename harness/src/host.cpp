@@ -140,7 +140,9 @@ std::unique_ptr<ServerProcess> ServerProcess::start(const ServerCommand& cmd,
         if (cmd.nofile > 0) {
             rlimit lim{};
             getrlimit(RLIMIT_NOFILE, &lim);
-            lim.rlim_cur = std::min<rlim_t>(cmd.nofile, lim.rlim_max);
+            // The hard limit too: Node.js raises its soft limit to the hard one at start, which
+            // would take it out of the out-of-fds case.
+            lim.rlim_cur = lim.rlim_max = std::min<rlim_t>(cmd.nofile, lim.rlim_max);
             setrlimit(RLIMIT_NOFILE, &lim);
         }
         int in = open("/dev/null", O_RDONLY);

@@ -217,7 +217,9 @@ std::unique_ptr<ServerProcess> launch_server(const ModelInfo& m, const LaunchOpt
                                              std::chrono::milliseconds ready_timeout, std::string& error,
                                              const volatile bool* interrupted) {
     if (!m.built) {
-        error = fmt::format("{}: {} not found; {}", m.name, m.binary_path, m.how_to_build());
+        error = m.unavailable.empty()
+                    ? fmt::format("{}: {} not found; {}", m.name, m.binary_path, m.how_to_build())
+                    : fmt::format("{}: {}", m.name, m.unavailable);
         return nullptr;
     }
     if (m.reference) return launch_reference(m, o, ready_timeout, error, interrupted);

@@ -83,14 +83,20 @@ int cmd_verify(const VerifyArgs& a) {
             return 2;
         }
         if (!m->built) {
-            fmt::print(stderr, "concbench verify: model '{}' is not built ({} is missing; make build)\n", name, m->binary_path);
+            if (!m->unavailable.empty())
+                fmt::print(stderr, "concbench verify: {}: {}\n", name, m->unavailable);
+            else
+                fmt::print(stderr, "concbench verify: model '{}' is not built ({} is missing; {})\n", name,
+                           m->binary_path, m->how_to_build());
             return a.skip_unbuilt ? 77 : 2;
         }
         models.push_back(m);
     }
     if (a.models.empty())
-        for (const auto& m : reg)
+        for (const auto& m : reg) {
             if (m.built) models.push_back(&m);
+            else if (!m.unavailable.empty()) fmt::print(stderr, "concbench verify: {}: {}\n", m.name, m.unavailable);
+        }
     struct sigaction sa{};
     sa.sa_handler = [](int) { g_verify_interrupted = true; };
     sigemptyset(&sa.sa_mask);

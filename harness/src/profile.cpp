@@ -139,7 +139,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
     static const std::vector<std::string> keys = {
         "name", "description", "models", "workloads", "connections", "repetitions", "warmup_s",
         "duration_s", "ready_timeout_s", "stop_grace_s", "server_cpus", "client_cpus", "client_threads",
-        "workers", "connections_for", "backend", "pipeline", "idle_connections", "rate_sweep",
+        "workers", "connections_for", "cells_for", "backend", "pipeline", "idle_connections", "rate_sweep",
         "request_timeout_s", "verify", "primer_stall_s", "primer_timeout_s", "interference_threshold",
         "slowdown_threshold", "disturbed_reruns", "quiet_wait_s", "rest_check_s"};
     std::vector<std::string> required = {"models", "workloads", "connections"};
@@ -210,6 +210,27 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
                 std::vector<int>& list = p.connections_for[wname];
                 for (const toml::node& e : *a) list.push_back(whole_number(c, e, "connections", 1, 100000));
             }
+        } else if (key == "cells_for") {
+            const toml::table* ct = v.as_table();
+            if (!ct) c.fail(v, "'cells_for' must be a table of model = { workload = [counts] }");
+            for (auto&& [mk, mv] : *ct) {
+                std::string model(mk.str());
+                if (!find_model(registry, model))
+                    c.fail(mv, fmt::format("[cells_for]: unknown model '{}' (valid: {})", model,
+                                           fmt::join(model_names, ", ")));
+                const toml::table* wt = mv.as_table();
+                if (!wt || wt->empty())
+                    c.fail(mv, fmt::format("[cells_for]: '{}' must be a table of workload = [counts], e.g. {{ hello = [100] }}", model));
+                auto& cells = p.cells_for[model];
+                for (auto&& [wk, wv] : *wt) {
+                    std::string wname(wk.str());
+                    if (!find_workload(wname))
+                        c.fail(wv, fmt::format("[cells_for]: unknown workload '{}'", wname));
+                    const toml::array* a = wv.as_array();
+                    if (!a || a->empty()) c.fail(wv, "[cells_for]: each entry must be a non-empty array of counts");
+                    for (const toml::node& e : *a) cells[wname].push_back(whole_number(c, e, "connections", 1, 100000));
+                }
+            }
         } else if (key == "backend") {
             std::optional<std::string> b = v.value<std::string>();
             if (!b || std::find(model_names.begin(), model_names.end(), *b) == model_names.end())
@@ -238,9 +259,25 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         throw std::runtime_error(fmt::format("{}:1: missing key(s): {}", p.path, fmt::join(required, ", ")));
     for (const auto& m : p.models) {
         const ModelInfo* mi = find_model(registry, m);
-        if (!mi->built)
+        // A runtime model without its interpreter or module still runs: its cells fail with
+        // "not available: install X", so the rest of the profile is measured.
+        if (!mi->built && mi->unavailable.empty())
             throw std::runtime_error(fmt::format("{}: model '{}' is not built ({} missing; {})",
                                                  p.path, m, mi->binary_path, mi->how_to_build()));
+    }
+    for (const auto& [model, cells] : p.cells_for) {
+        if (std::find(p.models.begin(), p.models.end(), model) == p.models.end())
+            throw std::runtime_error(fmt::format("{}: [cells_for] names '{}', which is not in models", p.path, model));
+        for (const auto& [w, counts] : cells) {
+            if (std::find(p.workloads.begin(), p.workloads.end(), w) == p.workloads.end())
+                throw std::runtime_error(fmt::format("{}: [cells_for] {}: workload '{}' is not in workloads",
+                                                     p.path, model, w));
+            const auto& of = p.connections_of(w);
+            for (int n : counts)
+                if (std::find(of.begin(), of.end(), n) == of.end())
+                    throw std::runtime_error(fmt::format("{}: [cells_for] {}: {} connections is not among {}'s ({})",
+                                                         p.path, model, n, w, fmt::join(of, ", ")));
+        }
     }
     for (const auto& w : p.workloads)
         if (find_workload(w)->needs_backend && !find_model(registry, p.backend)->built)

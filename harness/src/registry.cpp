@@ -30,6 +30,7 @@ std::string ModelInfo::skips(const std::string& verify_case) const {
 }
 
 std::string ModelInfo::how_to_build() const {
+    if (!unavailable.empty()) return unavailable;
     if (reference)
         return fmt::format("install Debian package {} (make deps)", reference->package);
     return "run make build";
@@ -129,6 +130,23 @@ ReferenceLaunch read_reference(const toml::table& r, const std::string& file, co
     return ref;
 }
 
+// [runtime]: what an interpreted model needs (see RuntimeNeeds).
+RuntimeNeeds read_runtime(const toml::table& r, const std::string& file) {
+    static const std::set<std::string> known = {"needs", "package", "version"};
+    for (auto&& [k, v] : r)
+        if (!known.count(std::string(k.str())))
+            bad(file, v.source(), fmt::format("unknown key 'runtime.{}' (valid: {})", k.str(),
+                                              fmt::join(known, ", ")));
+    RuntimeNeeds rt;
+    rt.paths = string_list(r, file, "needs");
+    for (const auto& p : rt.paths)
+        if (!p.starts_with('/'))
+            bad(file, r["needs"].node()->source(), fmt::format("'runtime.needs': '{}' is not an absolute path", p));
+    rt.package = need_string(r, file, "package");
+    rt.version_command = string_list(r, file, "version");
+    return rt;
+}
+
 ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     const std::string file = toml_path.string();
     toml::table t;
@@ -139,7 +157,7 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     }
     static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
                                                 "like", "platforms", "workloads", "binary", "notes",
-                                                "workers", "reference", "verify"};
+                                                "workers", "reference", "runtime", "verify"};
     for (auto&& [k, v] : t)
         if (!known.count(std::string(k.str())))
             bad(file, v.source(), fmt::format("unknown key '{}' (valid: {})", k.str(), fmt::join(known, ", ")));
@@ -205,6 +223,17 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
         m.binary_path = (fs::path(bin) / m.binary).string();
     }
     m.built = access(m.binary_path.c_str(), X_OK) == 0;
+    if (const toml::node* rt = t.get("runtime")) {
+        if (!rt->is_table()) bad(file, rt->source(), "'runtime' must be a table");
+        if (m.reference) bad(file, rt->source(), "a reference model has no [runtime] table");
+        m.runtime = read_runtime(*rt->as_table(), file);
+        for (const auto& p : m.runtime->paths)
+            if (m.built && access(p.c_str(), F_OK) != 0) {
+                m.built = false;
+                m.unavailable = fmt::format("not available: install Debian package {} (make deps; {} is missing)",
+                                            m.runtime->package, p);
+            }
+    }
     return m;
 }
 

@@ -59,7 +59,7 @@ std::vector<Cell> plan(const Profile& p, const std::vector<ModelInfo>& registry,
             for (int c : p.connections_of(w))
                 for (int i : p.idle_connections)
                     for (const auto& m : p.models) {
-                        if (!find_model(registry, m)->serves(w)) continue;
+                        if (!find_model(registry, m)->serves(w) || !p.runs(m, w, c)) continue;
                         cells.push_back({m, w, c, r, i});
                         for (std::size_t k = 0; k < p.rate_sweep.size(); ++k)
                             cells.push_back({m, w, c, r, i, int(k), p.rate_sweep[k]});

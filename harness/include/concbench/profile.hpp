@@ -1,6 +1,7 @@
 // Profile: a run's matrix (models x workloads x connection counts x repetitions) and its timing,
 // read from profiles/<name>.toml and checked in full before anything runs.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ struct Profile {
     // [connections_for] workload = [..]: that workload's connection counts instead of `connections`
     // (for `idle`: the idle connections held).
     std::map<std::string, std::vector<int>> connections_for;
+    // [cells_for] model = { workload = [counts] }: that model runs only these cells (a subset of
+    // the profile's), e.g. the Python and Node.js models at hello 100 in `quick`.
+    std::map<std::string, std::map<std::string, std::vector<int>>> cells_for;
     std::string backend = "epoll";         // the model serving fan-out calls, on the client's CPUs
     // The primer: before warm-up every keep-alive connection is answered once; it ends when no
     // new first answer came for primer_stall_s, or after primer_timeout_s.
@@ -52,6 +56,14 @@ struct Profile {
     const std::vector<int>& connections_of(const std::string& workload) const {
         auto it = connections_for.find(workload);
         return it == connections_for.end() ? connections : it->second;
+    }
+
+    // Whether `model` runs `workload` at `conns` connections, as far as [cells_for] says.
+    bool runs(const std::string& model, const std::string& workload, int conns) const {
+        auto m = cells_for.find(model);
+        if (m == cells_for.end()) return true;
+        auto w = m->second.find(workload);
+        return w != m->second.end() && std::find(w->second.begin(), w->second.end(), conns) != w->second.end();
     }
 
     // --workers for `model` in this profile: the profile's [workers] entry, else the model's

@@ -28,6 +28,15 @@ struct ReferenceLaunch {
     std::map<std::string, std::string> settings;
 };
 
+// What a model written in an interpreted runtime (Python, Node.js) needs besides its launcher,
+// from the [runtime] table of its model.toml: paths that must exist (the interpreter, a module's
+// folder) and the Debian package that installs them.
+struct RuntimeNeeds {
+    std::vector<std::string> paths;  // absolute
+    std::string package;             // e.g. "python3-uvloop"
+    std::vector<std::string> version_command;  // prints the runtime's version (meta.json)
+};
+
 struct ModelInfo {
     std::string name;
     std::string description;
@@ -41,8 +50,13 @@ struct ModelInfo {
     std::string binary;       // file name under the bin dir
     std::string toml_path;
     std::string binary_path;  // absolute (a reference model: its command[0])
-    bool built = false;       // the binary exists (a reference model: its package is installed)
+    bool built = false;       // the binary exists (a reference model: its package is installed;
+                              // a runtime model: its launcher and every path it needs)
     std::optional<ReferenceLaunch> reference;      // set exactly when mechanism is "reference"
+    std::optional<RuntimeNeeds> runtime;           // a Python or Node.js model
+    // A runtime model whose launcher is built but whose interpreter or module is missing:
+    // "not available: install Debian package X (make deps)"; empty otherwise.
+    std::string unavailable;
     // [verify] skip: conformance cases this model does not take part in -> why (e.g. a reference
     // server's configuration has no /bytes route). Every other case applies to it.
     std::map<std::string, std::string> verify_skip;
