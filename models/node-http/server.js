@@ -102,6 +102,21 @@ const ERROR_BODIES = { 400: 'Bad Request\n', 404: 'Not Found\n', 405: 'Method No
 // (3 + 3 bytes: "GET", "1.1") the two refuse the same requests.
 const MAX_HEADER_SIZE = 8 * 1024 - 6 + 1;
 
+// Node 18 closes a keep-alive connection whose answer had its Connection header removed
+// (_storeHeader: _removedConnection sets _last); Node 20 keeps it open. On 18 the answer keeps
+// Node's "Connection: keep-alive" line rather than lose keep-alive.
+const REMOVED_CONNECTION_KEEPS_ALIVE = Number(process.versions.node.split('.')[0]) >= 20;
+
+// Node 18's llhttp lets a header name with a space through ("Bad Name: x"); Node 20's refuses it
+// with a 400 itself. On 18 the names are checked here (an RFC 9110 token each).
+const CHECK_HEADER_NAMES = !REMOVED_CONNECTION_KEEPS_ALIVE;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+function badHeaderName(req) {
+  const h = req.rawHeaders;
+  for (let i = 0; i < h.length; i += 2) if (!TOKEN.test(h[i])) return true;
+  return false;
+}
+
 let dateSecond = -1, dateValue = '';
 function httpDate() {  // the Date value (IMF-fixdate), formatted at most once a second
   const s = Math.floor(Date.now() / 1000);
@@ -118,7 +133,7 @@ function writeHead(req, res, status, length, ctype) {
   const h = ['Server', SERVER, 'Date', httpDate(), 'Content-Type', ctype, 'Content-Length', length];
   if (!res.shouldKeepAlive) h.push('Connection', 'close');  // Node closes after it, too
   else if (req.httpVersionMinor === 0) h.push('Connection', 'keep-alive');
-  else res.removeHeader('Connection');  // else Node would add "Connection: keep-alive"
+  else if (REMOVED_CONNECTION_KEEPS_ALIVE) res.removeHeader('Connection');  // else Node adds "Connection: keep-alive"
   res.writeHead(status, h);
 }
 
@@ -240,6 +255,10 @@ function makeHandler(o, agent) {
   }
 
   return function onRequest(req, res) {
+    if (CHECK_HEADER_NAMES && badHeaderName(req)) {
+      res.shouldKeepAlive = false;  // malformed: 400 and close, as llhttp's own errors
+      return fail(req, res, 400);
+    }
     const url = req.url, q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (path === '/' || path.startsWith('/bytes/') || path.startsWith('/delay/') ||
