@@ -140,7 +140,12 @@ std::string Ctx::finish_one(Running& s) {
         std::this_thread::sleep_for(milliseconds(100));
     }
     if (!fail.empty()) fail = "afterwards the server no longer serves a new client: " + fail;
-    StopReport r = s.proc->stop(seconds(5));
+    // The shutdown case judges SIGTERM within 5 s. This stop only cleans up after another case, so
+    // a model that declares its shutdown slower (Apache: its parent signals a straggling child
+    // again at 3, 5 and 7 s and SIGKILLs it at 9 s) is given that whole schedule here; CI once
+    // saw apache-worker's child outlive 5 s after the http-1.0 case.
+    const bool slow_stop = s.suffix.empty() && model.verify_expect.count("shutdown") > 0;
+    StopReport r = s.proc->stop(slow_stop ? seconds(12) : seconds(5));
     s.proc.reset();
     if (fail.empty() && !r.clean())
         fail = "afterwards SIGTERM did not stop it cleanly: " + r.describe();
