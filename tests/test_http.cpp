@@ -1,5 +1,7 @@
 // The protocol core (workloads/): HTTP/1.1 and echo framing, sans IO.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <sys/uio.h>
 
 #include <string>
@@ -7,6 +9,7 @@
 
 #include "concbench/routes.hpp"
 #include "concbench/session.hpp"
+#include "concbench/work.hpp"
 #include "concbench/workloads.hpp"
 
 using namespace concbench;
@@ -376,6 +379,68 @@ TEST(Effects, BadParametersAre400WithoutAnEffect) {
         EXPECT_EQ(r[0].status, 404) << t;
         EXPECT_FALSE(s->busy()) << t;
     }
+}
+
+// /work/US: the same digests as the Python and Node.js models compute (values from both).
+TEST(Work, DigestIsFnv1aOverTheRoundIndexBytes) {
+    EXPECT_EQ(work_digest(0), 0x811c9dc5u);  // FNV-1a's offset basis: no rounds
+    EXPECT_EQ(work_digest(1), 0x050c5d1fu);
+    EXPECT_EQ(work_digest(256), 0x90a458c5u);
+    EXPECT_EQ(work_digest(3000), 0x576a7d8du);
+    EXPECT_EQ(work_digest(167062), 0xade1bf6eu);
+    EXPECT_GT(work_rounds_per_us(), 0);
+}
+
+TEST(Work, BodyIsFixedLengthAndParsedBack) {
+    const std::string b = work_body(200, 167062, 0xade1bf6e);
+    EXPECT_EQ(b, "work 200 us: 0000167062 rounds, fnv1a ade1bf6e\n");
+    EXPECT_EQ(b.size(), work_body_layout(200).size);
+    uint64_t rounds = 0;
+    uint32_t digest = 0;
+    ASSERT_TRUE(parse_work_body(b, 200, rounds, digest));
+    EXPECT_EQ(rounds, 167062u);
+    EXPECT_EQ(digest, 0xade1bf6eu);
+    EXPECT_FALSE(parse_work_body(b, 201, rounds, digest));  // another US
+    EXPECT_FALSE(parse_work_body("work 200 us: 00001670x2 rounds, fnv1a ade1bf6e\n", 200, rounds, digest));
+    EXPECT_FALSE(parse_work_body("work 200 us: 0000167062 rounds, fnv1a ADE1BF6E\n", 200, rounds, digest));
+    // The load generator's check, a chunk at a time: digits and lowercase hex where they belong.
+    const Workload& w = *find_workload("work-200");
+    EXPECT_EQ(w.family, "work");
+    EXPECT_TRUE(w.probe);
+    EXPECT_EQ(w.expected_body, b.size());
+    EXPECT_TRUE(w.body_ok(0, b));
+    for (std::size_t cut = 1; cut < b.size(); ++cut)
+        EXPECT_TRUE(w.body_ok(0, b.substr(0, cut)) && w.body_ok(cut, b.substr(cut))) << cut;
+    std::string bad = b;
+    bad[15] = 'x';  // in the rounds
+    EXPECT_FALSE(w.body_ok(0, bad));
+    bad = b;
+    bad[b.size() - 2] = 'G';  // in the digest
+    EXPECT_FALSE(w.body_ok(0, bad));
+    EXPECT_FALSE(w.body_ok(0, b + "x"));
+    for (const char* name : {"work-", "work-x", "work-1000001", "work--1"})
+        EXPECT_EQ(find_workload(name), nullptr) << name;
+}
+
+TEST(Work, TheSessionComputesAndAnswersInOrder) {
+    auto s = make_session(Proto::http, kId);
+    auto r = split_responses(feed_all(*s, "GET /work/1000 HTTP/1.1\r\n\r\n" + kGet));
+    ASSERT_EQ(r.size(), 2u);
+    ASSERT_EQ(r[0].status, 200);
+    uint64_t rounds = 0;
+    uint32_t digest = 0;
+    ASSERT_TRUE(parse_work_body(r[0].body, 1000, rounds, digest)) << r[0].body;
+    EXPECT_EQ(digest, work_digest(rounds));
+    EXPECT_EQ(rounds, static_cast<uint64_t>(std::llround(1000 * work_rounds_per_us())));
+    EXPECT_EQ(r[1].body, "Hello, World!");
+    for (const char* t : {"/work/", "/work/-1", "/work/abc", "/work/1000001", "/work/5.0", "/work/0x10"}) {
+        auto e = make_session(Proto::http, kId);
+        auto a = split_responses(feed_all(*e, std::string("GET ") + t + " HTTP/1.1\r\n\r\n"));
+        ASSERT_EQ(a.size(), 1u) << t;
+        EXPECT_EQ(a[0].status, 400) << t;
+    }
+    auto p = make_session(Proto::http, kId);
+    EXPECT_EQ(split_responses(feed_all(*p, "POST /work/10 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"))[0].status, 405);
 }
 
 TEST(Effects, FanoutChecksEveryCallsBody) {

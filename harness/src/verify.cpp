@@ -69,6 +69,9 @@ const std::vector<CaseDef>& table() {
         {{"file", "effects", "http",
           "/file/NAME: 0 B, 1 KiB and 1 MiB byte-exact, pipelined in order; missing: 404, connection kept",
           false, "file"}, case_file},
+        {{"work", "effects", "http",
+          "/work/US: the FNV-1a digest right for the rounds the server ran; 10 x /work/20000 cost the "
+          "server 0.1-0.5 s of CPU (200 ms asked); bad numbers: 400", false, "work"}, case_work},
         {{"reset-500", "hostile", "http",
           "500 connections reset mid-request: the server goes on, its fds return to where they were"},
          case_reset},

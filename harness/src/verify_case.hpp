@@ -252,6 +252,7 @@ std::string case_body_not_accepted(Ctx& x);
 std::string case_delay(Ctx& x);
 std::string case_fanout(Ctx& x);
 std::string case_file(Ctx& x);
+std::string case_work(Ctx& x);
 
 // verify_hostile.cpp: clients that reset, half-close, dribble or never read.
 std::string case_reset(Ctx& x);

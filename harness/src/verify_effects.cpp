@@ -1,7 +1,11 @@
 // verify's effects cases: the Wait (/delay), Fanout (/fanout, against the runner's backend) and
-// File (/file, from the docroot) effects, each honoured without holding up other connections.
+// File (/file, from the docroot) effects, each honoured without holding up other connections;
+// and the CPU work of /work/US, checked and calibrated.
 #include <algorithm>
+#include <map>
 
+#include "concbench/host.hpp"
+#include "concbench/work.hpp"
 #include "concbench/workloads.hpp"
 #include "verify_case.hpp"
 
@@ -145,6 +149,48 @@ std::string case_file(Ctx& x) {
     need(r.status == 404, "/file/missing: status {} (expected 404)", r.status);
     expect_bytes(c.response(), k1.file_size, "/file/" + k1.file_name + " after a 404 on the same connection");
     return "0 B, 1 KiB, 1 MiB byte-exact; missing: 404, connection kept";
+}
+
+// /work/US: the computation the contract names (work.hpp), in the server's language, checked
+// against ours for the rounds it says it ran; those rounds calibrated so that US is CPU time.
+std::string case_work(Ctx& x) {
+    auto& s = x.start(Proto::http);
+    Conn c(s.port());
+    uint64_t rounds = 0;
+    uint32_t digest = 0;
+    c.send(get("/work/0"));
+    Response r = c.response();
+    need(r.status == 200 && parse_work_body(r.body, 0, rounds, digest),
+         "/work/0: status {}, body '{}' (expected 'work 0 us: 0000000000 rounds, fnv1a 811c9dc5')", r.status,
+         r.body.substr(0, 80));
+    need(rounds == 0 && digest == work_digest(0), "/work/0: {} rounds, digest {:08x} (expected 0 and 811c9dc5)",
+         rounds, digest);
+    // 10 x 20 ms of CPU: each digest right for its rounds, and the server's CPU near 200 ms (its
+    // calibration in its own language; a loose band, the machine may be busy)
+    const TreeSample a = sample_tree(s.pid());
+    std::map<uint64_t, uint32_t> known;
+    for (int i = 0; i < 10; ++i) {
+        c.send(get("/work/20000"));
+        r = c.response();
+        need(r.status == 200 && parse_work_body(r.body, 20000, rounds, digest), "/work/20000 #{}: status {}, body '{}'",
+             i + 1, r.status, r.body.substr(0, 80));
+        auto [it, fresh] = known.try_emplace(rounds, 0);
+        if (fresh) it->second = work_digest(rounds);
+        need(digest == it->second, "/work/20000 #{}: {} rounds give digest {:08x}, the server said {:08x}", i + 1,
+             rounds, it->second, digest);
+    }
+    const double cpu = sample_tree(s.pid()).cpu_s - a.cpu_s;
+    need(cpu >= 0.1 && cpu <= 0.5,
+         "10 x /work/20000 (200 ms of CPU asked) cost the server {:.3f} s of CPU: its calibration is off", cpu);
+    for (const char* arg : {"abc", "-1", "", "1000001", "99999999999999999999", "0x10", "+5", "5.0"}) {
+        Conn b(s.port());
+        b.send(get(std::string("/work/") + arg));
+        Response e = b.response();
+        need(e.status == 400, "/work/{}: status {} (expected 400)", arg, e.status);
+    }
+    c.send(get("/"));  // the connection is still in step
+    expect_hello(c.response(), "GET / after the work");
+    return fmt::format("10 x /work/20000: {:.0f} ms of server CPU, {} rounds each", cpu * 1000, known.begin()->first);
 }
 
 }  // namespace concbench::verify_detail

@@ -1,6 +1,8 @@
 // Shared server plumbing (see server.hpp).
 #include "server.hpp"
 
+#include "concbench/work.hpp"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -94,6 +96,9 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits) {
     in_addr a4;
     if (inet_pton(AF_INET, o.host.c_str(), &a4) != 1 && inet_pton(AF_INET6, o.host.c_str(), &a6) != 1)
         fatal("--host: '%s' is not an IPv4 or IPv6 address", o.host.c_str());
+    // GET /work/US's rounds per µs, measured before the server listens (and before a pre-forking
+    // model forks, so its processes share one figure) rather than in the first request.
+    if (o.proto == Proto::http) calibrate_work();
     return o;
 }
 

@@ -117,6 +117,37 @@ function badHeaderName(req) {
   return false;
 }
 
+// GET /work/US: the computation of workloads/include/concbench/work.hpp in JavaScript (32-bit
+// FNV-1a over the bytes i & 0xff), calibrated at start-up, after V8 has optimised it, to this
+// process's rounds per µs of CPU; done in the handler, on the loop's thread, as Node code does.
+function workDigest(rounds) {
+  let x = 2166136261;
+  for (let i = 0; i < rounds; i++) x = Math.imul(x ^ (i & 255), 16777619) >>> 0;
+  return x;
+}
+let workRoundsPerUs = 0;
+function calibrateWork() {
+  const cpu = () => { const u = process.cpuUsage(); return u.user + u.system; };
+  // Three runs of at least 5 ms of CPU, the rounds growing until a run takes that long (so the
+  // runs after V8 has optimised the loop are long enough too); the fastest run counts.
+  let rounds = 1000, best = 0;
+  for (let k = 0; k < 3; k++) {
+    for (;;) {
+      const t0 = cpu();
+      workDigest(rounds);
+      const took = cpu() - t0;
+      if (took >= 5000) { best = Math.max(best, rounds / took); break; }
+      rounds *= 2;
+    }
+  }
+  workRoundsPerUs = best;
+}
+function workBody(us) {
+  const rounds = Math.round(us * workRoundsPerUs);
+  const digest = workDigest(rounds).toString(16).padStart(8, '0');
+  return `work ${us} us: ${String(rounds % 1e10).padStart(10, '0')} rounds, fnv1a ${digest}\n`;
+}
+
 let dateSecond = -1, dateValue = '';
 function httpDate() {  // the Date value (IMF-fixdate), formatted at most once a second
   const s = Math.floor(Date.now() / 1000);
@@ -262,7 +293,7 @@ function makeHandler(o, agent) {
     const url = req.url, q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (path === '/' || path.startsWith('/bytes/') || path.startsWith('/delay/') ||
-        path.startsWith('/fanout/') || path.startsWith('/file/')) {
+        path.startsWith('/fanout/') || path.startsWith('/file/') || path.startsWith('/work/')) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return fail(req, res, 405);
     } else {
       return fail(req, res, 404);
@@ -280,6 +311,10 @@ function makeHandler(o, agent) {
       const [k, ms] = path.slice(8).split(/\/(.*)/s);
       const calls = number(k, 100), wait = number(ms ?? '', 60000);
       return calls < 1 || wait < 0 ? fail(req, res, 400) : fanout(req, res, calls, wait);
+    }
+    if (path.startsWith('/work/')) {
+      const us = number(path.slice(6), 1000000);
+      return us < 0 ? fail(req, res, 400) : answer(req, res, 200, workBody(us));
     }
     const name = path.slice(6);
     return FILE_NAME.test(name) ? sendFile(req, res, name) : fail(req, res, 404);
@@ -321,6 +356,7 @@ function echoServer() {
 }
 
 function serve(o, announce) {
+  if (o.proto === 'http') calibrateWork();  // before it listens
   const { server, close } = o.proto === 'http' ? httpServer(o) : echoServer();
   let listening = false, lastWarning = 0;
   server.on('error', (err) => {

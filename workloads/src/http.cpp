@@ -10,6 +10,7 @@
 #include <string>
 
 #include "concbench/routes.hpp"
+#include "concbench/work.hpp"
 #include "concbench/session.hpp"
 
 namespace concbench {
@@ -190,6 +191,8 @@ private:
             s.pending_->head_only = method == "HEAD";
             return HPE_PAUSED;
         }
+        std::string work;  // CPU work happens here, on the thread serving the connection
+        if (r.work_us >= 0) r.body = work = do_work(r.work_us);
         s.respond(r, keep_alive, method == "HEAD");
         return keep_alive ? 0 : HPE_PAUSED;
     }

@@ -1,4 +1,5 @@
-// Routes of the HTTP contract (DESIGN.md): GET /, /bytes/N, /delay/MS, /fanout/K/MS, /file/NAME;
+// Routes of the HTTP contract (DESIGN.md): GET /, /bytes/N, /delay/MS, /fanout/K/MS, /file/NAME,
+// /work/US;
 // everything else 404/405/400.
 #include "concbench/routes.hpp"
 
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "concbench/session.hpp"
+#include "concbench/work.hpp"
 #include "concbench/workloads.hpp"
 
 namespace concbench {
@@ -110,6 +112,15 @@ Response file_route(std::string_view name) {
     return r;
 }
 
+// "/work/US": US µs of CPU (work.hpp); the session does it, on the connection's thread.
+Response work_route(std::string_view arg) {
+    unsigned us;  // unsigned: "-1" is not a number of microseconds
+    if (!parse_number(arg, static_cast<unsigned>(kMaxWorkUs), us)) return error_response(400);
+    Response r;
+    r.work_us = static_cast<int>(us);
+    return r;
+}
+
 }  // namespace
 
 Response route(std::string_view method, std::string_view target) {
@@ -117,7 +128,7 @@ Response route(std::string_view method, std::string_view target) {
     std::string_view path = target.substr(0, q);
     std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
     bool known = path == "/" || path.starts_with("/bytes/") || path.starts_with("/delay/") ||
-                 path.starts_with("/fanout/") || path.starts_with("/file/");
+                 path.starts_with("/fanout/") || path.starts_with("/file/") || path.starts_with("/work/");
     if (!known) return error_response(404);
     if (method != "GET" && method != "HEAD") return error_response(405);
     if (path == "/") {
@@ -128,6 +139,7 @@ Response route(std::string_view method, std::string_view target) {
     if (path.starts_with("/bytes/")) return bytes_route(path.substr(7));
     if (path.starts_with("/delay/")) return delay_route(path.substr(7), query);
     if (path.starts_with("/fanout/")) return fanout_route(path.substr(8));
+    if (path.starts_with("/work/")) return work_route(path.substr(6));
     return file_route(path.substr(6));
 }
 

@@ -6,6 +6,8 @@
 #include <deque>
 #include <mutex>
 
+#include "concbench/work.hpp"
+
 namespace concbench {
 namespace {
 
@@ -119,6 +121,19 @@ bool make(std::string_view name, Workload& w) {
                         " bytes from the docroot";
         return true;
     }
+    if (family == "work") {
+        if (!parse_int(arg, kMaxWorkUs, w.work_us)) return false;
+        w.request = get("/work/" + std::to_string(w.work_us));
+        w.expected = work_body(w.work_us, 0, 0);
+        w.expected_body = w.expected.size();
+        w.body_kind = Workload::Body::work;
+        w.probe = true;
+        w.description = "GET /work/" + std::to_string(w.work_us) + ": " + std::to_string(w.work_us) +
+                        " µs of CPU per request, with GET / at " + std::to_string(static_cast<int>(kProbeRate)) +
+                        "/s on " + std::to_string(kProbeConnections) +
+                        " more connections (the probe: what CPU work does to other requests)";
+        return true;
+    }
     return false;
 }
 
@@ -133,6 +148,21 @@ bool Workload::body_ok(std::size_t offset, std::string_view chunk) const {
             return std::memcmp(request.data() + offset, chunk.data(), chunk.size()) == 0;
         case Body::exact:
             return std::memcmp(expected.data() + offset, chunk.data(), chunk.size()) == 0;
+        case Body::work: {
+            const WorkBodyLayout l = work_body_layout(work_us);
+            for (std::size_t i = 0; i < chunk.size(); ++i) {
+                const std::size_t at = offset + i;
+                const char c = chunk[i];
+                if (at >= l.rounds_at && at < l.rounds_at + 10) {
+                    if (c < '0' || c > '9') return false;
+                } else if (at >= l.digest_at && at < l.digest_at + 8) {
+                    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+                } else if (c != expected[at]) {
+                    return false;
+                }
+            }
+            return true;
+        }
         case Body::pattern:
             for (std::size_t i = 0; i < chunk.size(); ++i)
                 if (chunk[i] != pattern_byte(offset + i)) return false;
@@ -145,7 +175,7 @@ const std::vector<Workload>& all_workloads() {
     static const std::vector<Workload> table = [] {
         std::vector<Workload> t;
         for (const char* n : {"hello", "hello-close", "bytes-16k", "echo", "delay-10", "fanout-10x20",
-                              "file-64k", "idle"}) {
+                              "file-64k", "idle", "work-200"}) {
             t.emplace_back();
             make(n, t.back());
         }
@@ -170,7 +200,8 @@ const Workload* find_workload(std::string_view name) {
 
 const std::vector<std::string>& workload_families() {
     static const std::vector<std::string> f = {"hello", "hello-close", "bytes", "echo",
-                                               "delay", "fanout",      "file",  "idle"};
+                                               "delay", "fanout",      "file",  "idle",
+                                               "work"};
     return f;
 }
 

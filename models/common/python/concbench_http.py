@@ -3,7 +3,7 @@ py-uvloop, py-threads; py-aiohttp takes its command line and routes from here to
 
 It holds what workloads/ and models/common/ hold for the C++ models, so that the bytes on the wire
 are the same: the command line (one-line errors, exit 2), the listening socket and line, the
-routes (GET /, /bytes/N, /delay/MS, /fanout/K/MS, /file/NAME), the response head (Server, Date
+routes (GET /, /bytes/N, /delay/MS, /fanout/K/MS, /file/NAME, /work/US), the response head (Server, Date
 refreshed each second, Content-Type, Content-Length, Connection), and a sans-IO request reader
 on httptools (Debian's python3-httptools: the http-parser binding uvicorn parses with) that turns
 bytes into requests in order, with 400 on malformed input and 431 past 8 KiB of request head.
@@ -26,6 +26,7 @@ MAX_HEAD_BYTES = 8 * 1024  # past this much request line + header names and valu
 MAX_BYTES_ROUTE = 64 * 1024 * 1024
 MAX_DELAY_MS = 60 * 1000
 MAX_FANOUT_CALLS = 100
+MAX_WORK_US = 1_000_000
 HELLO = b"Hello, World!"
 CHUNK = 64 * 1024  # /bytes/N and files go out in pieces of this size
 
@@ -97,6 +98,8 @@ def parse_options(name, has_workers=False, argv=None):
         if not a.workers.isdigit() or not 1 <= int(a.workers) <= 4096:
             fail(f"--workers: '{a.workers}' is not a whole number from 1 to 4096")
         o.workers = int(a.workers)
+    if o.proto == "http":
+        calibrate_work()  # before the server listens (and before worker processes fork)
     return o
 
 
@@ -216,7 +219,7 @@ _FILE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 def route(method, target):
     """The HTTP contract's routes (workloads/src/routes.cpp): method and target are bytes."""
     path, _, query = target.partition(b"?")
-    known = path == b"/" or path.startswith((b"/bytes/", b"/delay/", b"/fanout/", b"/file/"))
+    known = path == b"/" or path.startswith((b"/bytes/", b"/delay/", b"/fanout/", b"/file/", b"/work/"))
     if not known:
         return _error(404)
     if method not in (b"GET", b"HEAD"):
@@ -245,12 +248,61 @@ def route(method, target):
         a = Answer()
         a.effect, a.calls, a.ms = "fanout", k, ms
         return a
+    if path.startswith(b"/work/"):
+        us = _number(path[6:], MAX_WORK_US)
+        if us is None:
+            return _error(400)
+        return Answer(200, do_work(us))  # the CPU work, here, on the serving thread
     name = path[6:]
     if not name or len(name) > 255 or name[0:1] == b"." or not _FILE_CHARS.issuperset(name):
         return _error(404)
     a = Answer(200, b"", b"application/octet-stream")
     a.effect, a.file = "file", name.decode()
     return a
+
+
+# ------------------------------------------------------------------------------ GET /work/US
+# The computation of workloads/include/concbench/work.hpp, in Python: 32-bit FNV-1a over the bytes
+# i & 0xff, calibrated at start-up to this interpreter's rounds per µs of thread CPU time.
+
+def work_digest(rounds):
+    x = 2166136261
+    for i in range(rounds):
+        x = ((x ^ (i & 255)) * 16777619) & 0xFFFFFFFF
+    return x
+
+
+def _calibrate():
+    # Three runs of at least 5 ms of CPU, the rounds growing until a run takes that long; the
+    # fastest run counts (as work.cpp and server.js do).
+    rounds, best = 1000, 0.0
+    for _ in range(3):
+        while True:
+            t0 = time.thread_time()
+            work_digest(rounds)
+            took = (time.thread_time() - t0) * 1e6
+            if took >= 5000:
+                best = max(best, rounds / took)
+                break
+            rounds *= 2
+    return best
+
+
+WORK_ROUNDS_PER_US = None
+
+
+def calibrate_work():
+    """Measures rounds per µs once per process, before the server listens."""
+    global WORK_ROUNDS_PER_US
+    if WORK_ROUNDS_PER_US is None:
+        WORK_ROUNDS_PER_US = _calibrate()
+    return WORK_ROUNDS_PER_US
+
+
+def do_work(us):
+    """US µs of CPU on the calling thread (the loop's, or the connection's); the answer's body."""
+    rounds = round(us * calibrate_work())
+    return b"work %d us: %010d rounds, fnv1a %08x\n" % (us, rounds % 10_000_000_000, work_digest(rounds))
 
 
 def delay_body(ms, id_=-1):

@@ -15,6 +15,8 @@ struct Response {
     std::string_view body;        // static bytes, or
     std::size_t pattern_len = 0;  // this many bytes of the /bytes pattern
     Effect effect;                // kind != none: the answer comes once the model has done this
+    int work_us = -1;             // >= 0: GET /work/US — the session spends US µs of CPU on the
+                                  //   thread that feeds it, then answers do_work()'s body (work.hpp)
 };
 
 // `method` is llhttp's method name ("GET", "HEAD", ...), `target` the request target as sent.

@@ -7,6 +7,8 @@
 //   delay-<MS>     GET /delay/MS            the server holds each answer MS ms (Wait effect)
 //   fanout-<K>x<MS> GET /fanout/K/MS        K concurrent backend calls of /delay/MS (Fanout)
 //   file-<N>       GET /file/<N>            a file of N bytes from the docroot (k/m suffixes)
+//   work-<US>      GET /work/US             US µs of CPU in the request (work.hpp), with GET /
+//                                           probes beside the load: what the work does to others
 #pragma once
 #include <cstddef>
 #include <string>
@@ -27,8 +29,9 @@ struct Workload {
     std::size_t expected_body;  // body length (HTTP) or echoed bytes (echo)
     bool keep_alive;            // the connection is reused for the next request
 
-    enum class Body { hello, pattern, echo, exact } body_kind;
-    std::string expected;       // Body::exact: the whole body
+    enum class Body { hello, pattern, echo, exact, work } body_kind;
+    std::string expected;       // Body::exact: the whole body; Body::work: the body with rounds
+                                //   and digest zero (those must be decimal and hex digits)
 
     int delay_ms = 0;           // delay, fanout: no correct answer comes sooner than this
     bool needs_backend = false; // fanout: the runner starts a backend and passes --backend
@@ -37,6 +40,11 @@ struct Workload {
     // idle: the cell's connection count is the number of idle keep-alive connections held open
     // while a small active `hello` load is measured (C10K).
     bool idle = false;
+    // work: US µs of CPU per request. Beside the cell's connections, kProbeConnections more send
+    // GET / at kProbeRate per second (open loop) and its latency is reported apart: how long a
+    // cheap request waits while the server computes (an event loop's single thread is held).
+    int work_us = -1;
+    bool probe = false;
 
     // True when `chunk`, found at byte `offset` of the body (or echo reply), is what a correct
     // server sends. Called per received chunk, so checking costs no copy.
@@ -52,5 +60,11 @@ const Workload* find_workload(std::string_view name);
 const std::vector<std::string>& workload_families();
 
 inline constexpr std::string_view kHelloBody = "Hello, World!";
+// The probe beside a work-US load: GET / at kProbeRate per second in all, open loop, taking turns
+// over kProbeConnections connections, so each sends every 100 ms and a probe request waits behind
+// the work, not behind the probe's own previous request (with one connection at 200/s, a server
+// that held each probe 7 ms made the probe queue on itself and its latency grow without bound).
+inline constexpr double kProbeRate = 100;
+inline constexpr int kProbeConnections = 10;
 
 }  // namespace concbench

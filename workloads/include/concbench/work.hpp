@@ -1,0 +1,43 @@
+// GET /work/US: CPU work inside a request. The server spends about US microseconds of CPU on a
+// fixed computation before it answers — the same computation in every language (C++, Python,
+// JavaScript), so the answer can be checked, and calibrated in each server process at start-up
+// (how many rounds its language runs per microsecond of CPU), so that US is CPU time on every
+// model rather than a count of operations that Python runs 50 times slower than C++.
+//
+// The computation: 32-bit FNV-1a over the bytes i & 0xff for i = 0 .. rounds-1,
+//   x = 2166136261; for each i: x = ((x ^ (i & 0xff)) * 16777619) mod 2^32.
+// A chain of dependent multiplies: no compiler can vectorise or fold it.
+// The answer's body (fixed length for a given US, so a client checks it as it arrives):
+//   "work <US> us: <rounds, 10 decimal digits> rounds, fnv1a <digest, 8 hex digits>\n"
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace concbench {
+
+inline constexpr int kMaxWorkUs = 1'000'000;  // /work/US above this: 400
+
+// The digest of `rounds` rounds.
+uint32_t work_digest(uint64_t rounds);
+
+// Rounds per microsecond of this thread's CPU, measured once per process (the first call, or
+// calibrate_work() at start-up so no request pays for it): best of three runs of at least 5 ms.
+double work_rounds_per_us();
+inline void calibrate_work() { (void)work_rounds_per_us(); }
+
+// Does the work of GET /work/US and returns the answer's body.
+std::string do_work(int us);
+
+// The body for `us` with these rounds and digest.
+std::string work_body(int us, uint64_t rounds, uint32_t digest);
+// Where the variable parts sit in a body for `us`: rounds at [rounds_at, rounds_at + 10),
+// the digest at [digest_at, digest_at + 8).
+struct WorkBodyLayout {
+    std::size_t size, rounds_at, digest_at;
+};
+WorkBodyLayout work_body_layout(int us);
+// Parses a whole body for `us`; false if it is not of the form above.
+bool parse_work_body(std::string_view body, int us, uint64_t& rounds, uint32_t& digest);
+
+}  // namespace concbench
