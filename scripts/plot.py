@@ -12,7 +12,9 @@ latency say more about the client than the server; a red × marks a cell where s
 got no answer in the window; a large orange open diamond marks a point one of whose repetitions
 was still disturbed after its re-runs (other processes, steal or a slowed CPU on the server's or
 the client's CPUs: "disturbed" in results.jsonl; summary.py names the cause). Failed cells are
-listed on the chart. Reference servers (mechanism "reference": nginx, Apache) are drawn in black
+listed on the chart. A work-US workload also gets <workload>-probe-latency: the p50 and p99 of
+GET / sent at 100/s on 10 more connections while the work runs. Where a run gives a model several
+--workers or CPU sets (the gil profile), each is a line of its own: "epoll ×2 (2 cores)". Reference servers (mechanism "reference": nginx, Apache) are drawn in black
 and grey with square markers, apart from our models' colours.
 
 --classic WORKLOAD (or auto: hello, if the run has it) also writes the three classic charts of that workload, classic-throughput,
@@ -71,6 +73,10 @@ METRICS = [
     ("pss", "server memory (PSS peak)", "PSS (MiB)", [("", "-", _pss_mib)]),
     ("fds", "open file descriptors (peak)", "server fds", [("", "-", lambda r: _get(r, "server", "fds_peak"))]),
 ]
+# work-US cells: the probe, GET / at 100/s on 10 more connections while the work runs
+PROBE_METRIC = ("probe-latency", "GET / beside the work (probe) p50 and p99", "latency (ms)",
+                [("p50", "-", lambda r: _ms(_get(r, "probe", "latency_us", "p50"))),
+                 ("p99", "--", lambda r: _ms(_get(r, "probe", "latency_us", "p99")))])
 HOLLOW_NOTE = "hollow: client-bound (client CPU ≥ 90 %)"
 STARVED_NOTE = "red ×: some connections got no answer in the window (figures cover the others)"
 DISTURBED_COLOUR = "darkorange"
@@ -103,7 +109,8 @@ def load(results_dir):
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not an object")
-            row["workload"], row["model"] = str(row["workload"]), str(row["model"])
+            # one line per series: the model, with its --workers and core count where the run varies them
+            row["workload"], row["model"] = str(row["workload"]), str(row.get("series") or row["model"])
             row["connections"] = int(row["connections"])
         except (ValueError, KeyError, TypeError) as e:
             print(f"plot.py: warning: {path}:{n}: skipped ({e})", file=sys.stderr)
@@ -466,7 +473,8 @@ def main():
             continue
         wmodels = sorted({r["model"] for r in rows})
         fails = [r for r in fails if not is_open(r)]
-        for metric in METRICS:
+        metrics = METRICS + ([PROBE_METRIC] if any("probe" in r for r in rows) else [])
+        for metric in metrics:
             fig, ax = plt.subplots(figsize=(8, 5.2))
             flags = draw(ax, metric, rows, colours)
             legend(ax, metric, wmodels, colours, flags)
@@ -479,9 +487,12 @@ def main():
                 fig.savefig(path, dpi=120)
                 written.append(path)
             plt.close(fig)
-        fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+        cols = 3 if len(metrics) < 6 else 4
+        fig, axes = plt.subplots(2, cols, figsize=(16 * cols / 3, 9))
         flags = (False, False, False)
-        for ax, metric in zip(axes.flat, METRICS):
+        for ax in axes.flat[len(metrics):]:
+            ax.axis("off")
+        for ax, metric in zip(axes.flat, metrics):
             flags = tuple(a or b for a, b in zip(flags, draw(ax, metric, rows, colours)))
             ax.set_title(metric[1], fontsize=10)
         legend(axes.flat[-1], METRICS[1], wmodels, colours, flags, fontsize=11, loc="center")

@@ -56,6 +56,11 @@ COLUMNS = [  # header, getter, format
     ("fds", lambda r: get(r, "server", "fds_peak"), "{:.0f}"),
 ]
 CV_COLUMNS = [("req/s CV", "req/s", throughput), ("µs/req CV", "µs/req", cpu_per_req)]
+# work-US cells: GET / beside the load (the probe), how long it waited
+PROBE_COLUMNS = [
+    ("probe GET / p50 ms", lambda r: get(r, "probe", "latency_us", "p50"), lambda v: f"{v / 1000:.2f}"),
+    ("probe GET / p99 ms", lambda r: get(r, "probe", "latency_us", "p99"), lambda v: f"{v / 1000:.2f}"),
+]
 
 
 def fmt(f, v):
@@ -146,7 +151,7 @@ def main():
             frac = load.get("rate_fraction")
             group += (f" — open loop at {frac * 100:g} % of the closed-loop maximum" if isinstance(frac, (int, float))
                       else " — open loop")
-        key = (group, r.get("connections"), r.get("model"))
+        key = (group, r.get("connections"), r.get("series") or r.get("model"))  # series: "threads (2 cores)"
         (cells if r.get("status") == "ok" else failed)[key].append(r)
     if not cells and not failed:
         print("summary.py: no matching cells", file=sys.stderr)
@@ -157,7 +162,9 @@ def main():
     closing = []
     for workload in sorted({k[0] for k in cells} | {k[0] for k in failed}):
         print(f"\n### {workload}\n")
-        headers = [c[0] for c in COLUMNS] + [c[0] for c in CV_COLUMNS]
+        has_probe = any("probe" in r for k, rs in cells.items() if k[0] == workload for r in rs)
+        columns = COLUMNS + (PROBE_COLUMNS if has_probe else [])
+        headers = [c[0] for c in columns] + [c[0] for c in CV_COLUMNS]
         print("| connections | model | " + " | ".join(headers) + " | notes |")
         print("|---" * (len(headers) + 3) + "|")
         keys = sorted({k for k in list(cells) + list(failed) if k[0] == workload},
@@ -170,7 +177,7 @@ def main():
                 print(f"| {key[1]} | {key[2]} | " + " | ".join("–" for _ in headers) + f" | {note} |")
                 continue
             vals = []
-            for _, getter, f in COLUMNS:
+            for _, getter, f in columns:
                 vs = numbers(rows, getter)
                 vals.append(fmt(f, statistics.median(vs) if vs else None))
             notes, cvs = notes_of(key, rows, failed.get(key, []))

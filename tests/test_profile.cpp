@@ -416,3 +416,53 @@ TEST_F(ProfileTest, CellsForOutsideTheProfileIsRefused) {
     EXPECT_CONTAINS(with("nosuch = { hello = [1] }"), "unknown model 'nosuch'");
     EXPECT_CONTAINS(with("threads = { nosuch = [1] }"), "unknown workload 'nosuch'");
 }
+
+TEST_F(ProfileTest, ServerCpuSetsRunEachCellOnEachSet) {
+    const std::vector<int> cpus = allowed_cpus();
+    if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+    const std::string a = std::to_string(cpus[0]), b = std::to_string(cpus[1]);
+    auto lines = base_lines();
+    lines.push_back("server_cpus = [[" + a + "], [" + a + ", " + b + "]]");
+    Profile p = load_profile(write_lines(lines), registry());
+    ASSERT_EQ(p.server_cpu_sets.size(), 2u);
+    EXPECT_EQ(p.server_cpu_sets[0], std::vector<int>({cpus[0]}));
+    EXPECT_EQ(p.server_cpu_sets[1], std::vector<int>({cpus[0], cpus[1]}));
+    EXPECT_EQ(p.server_cpus, std::vector<int>({cpus[0], cpus[1]}));  // all of them: verify, the rest check
+    auto with = [&](const std::string& line) {
+        auto l = base_lines();
+        l.push_back(line);
+        return refusal(write_lines(l));
+    };
+    EXPECT_CONTAINS(with("server_cpus = [[" + a + "], [" + a + "]]"), "listed twice");
+    EXPECT_CONTAINS(with("server_cpus = [[" + a + "], []]"), "must not be empty");
+    EXPECT_CONTAINS(with("server_cpus = [[" + a + "], [999]]"), "no CPU 999");
+}
+
+TEST_F(ProfileTest, WorkersListGivesACellPerCount) {
+    Profile p = load_profile(write_lines({"models = [\"epoll\", \"threads\", \"threadpool\"]", "workloads = [\"hello\"]",
+                                          "connections = [1]", "[workers]", "epoll = [1, 2]", "threadpool = 8"}),
+                             registry());
+    EXPECT_EQ(p.workers_list(*find_model(registry(), "epoll")), std::vector<int>({1, 2}));
+    EXPECT_EQ(p.workers_for(*find_model(registry(), "epoll")), 1);
+    EXPECT_EQ(p.workers_list(*find_model(registry(), "threadpool")), std::vector<int>({8}));
+    EXPECT_EQ(p.workers_list(*find_model(registry(), "threads")), std::vector<int>({0}));  // takes none
+    const std::vector<std::string> head = {"models = [\"epoll\"]", "workloads = [\"hello\"]", "connections = [1]",
+                                           "[workers]"};
+    auto with = [&](const std::string& line) {
+        auto lines = head;
+        lines.push_back(line);
+        return refusal(write_lines(lines));
+    };
+    EXPECT_CONTAINS(with("epoll = [1, 1]"), "listed twice");
+    EXPECT_CONTAINS(with("epoll = []"), "must not be empty");
+    EXPECT_CONTAINS(with("epoll = [0, 2]"), "workers");
+    EXPECT_CONTAINS(with("threads = [1, 2]"), "takes no --workers");
+}
+
+TEST_F(ProfileTest, ShippedGilProfileLoads) {
+    Profile p = load_profile("gil", registry());
+    EXPECT_EQ(p.workloads, std::vector<std::string>({"work-200"}));
+    EXPECT_EQ(p.connections, std::vector<int>({1, 10, 100}));
+    EXPECT_EQ(p.server_cpu_sets.size(), 2u);
+    EXPECT_EQ(p.workers_list(*find_model(registry(), "epoll")), std::vector<int>({1, 2}));
+}

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <thread>
 
 #include "concbench/host.hpp"
 #include "concbench/launch.hpp"
@@ -25,12 +26,15 @@ namespace concbench {
 CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, double closed_max) {
     const Profile& p = env.p;
     const fs::path& dir = env.dir;
+    // The server's CPUs: the cell's set when the profile runs several, else the profile's.
+    const std::vector<int>& server_cpus = cell.cpus.empty() ? p.server_cpus : cell.cpus;
     CellRun out;
     json& j = out.line;
     j["schema"] = kResultsSchema;
     j["run_id"] = env.run_id;
     j["cell"] = cell.id();
     j["model"] = cell.model;
+    j["series"] = cell.series();
     j["mechanism"] = model.mechanism;
     j["workload"] = cell.workload;
     j["connections"] = cell.connections;
@@ -82,14 +86,14 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
 
     LaunchOptions lo;
     lo.proto = proto_name(w->proto);
-    lo.workers = p.workers_for(model);
+    lo.workers = cell.workers >= 0 ? cell.workers : p.workers_for(model);
     if (lo.workers) j["workers"] = lo.workers;
     if (backend) lo.backend = fmt::format("{}:{}", backend->host(), backend->port());
     // The run's docroot: given to our models for the file workloads (--docroot), and always the
     // /file/ directory of a reference server's configuration.
     lo.docroot = fs::absolute(dir / "docroot").string();
     lo.docroot_flag = !w->file_name.empty();
-    lo.cpus = p.server_cpus;
+    lo.cpus = server_cpus;
     lo.log_path = (dir / "logs" / (cell.stem() + ".log")).string();
     lo.work_dir = (dir / "servers" / cell.stem()).string();  // a reference server's own files
     lo.raise_nofile = true;
@@ -135,12 +139,29 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
     double self0 = 0, self1 = 0, probe0 = 0, probe1 = 0;
     auto probe_on_server = [&] {
         double t = 0;
-        for (int c : p.server_cpus) t += env.probe->thread_cpu_s(c);
+        for (int c : server_cpus) t += env.probe->thread_cpu_s(c);
         return t;
     };
+    // work-US: the probe — GET / at kProbeRate/s (open loop, so its latency counts the waits the
+    // work causes) on kProbeConnections more connections, started as the window opens and
+    // stopped before it closes, so it measures only under the full load.
+    LoadSpec probe_spec;
+    LoadResult probe;
+    std::thread probe_thread;
+    if (w->probe) {
+        probe_spec = spec;
+        probe_spec.workload = find_workload("hello");
+        probe_spec.connections = kProbeConnections;
+        probe_spec.threads = 1;
+        probe_spec.idle_connections = 0;
+        probe_spec.rate = kProbeRate;
+        probe_spec.warmup_s = 0;
+        probe_spec.duration_s = 0.9 * p.duration_s;
+    }
     LoadResult r = run_load(
         spec,
         [&] {
+            if (w->probe) probe_thread = std::thread([&] { probe = run_load(probe_spec); });
             sampler.mark_start();
             env.probe->mark_start();
             self0 = process_cpu_s();
@@ -154,6 +175,7 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
             self1 = process_cpu_s();
             probe1 = probe_on_server();
         });
+    if (probe_thread.joinable()) probe_thread.join();
     sampler.stop();
     std::string died = server->died();
     StopReport stop = server->stop(milliseconds(static_cast<long>(p.stop_grace_s * 1000)));
@@ -162,7 +184,7 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
     SamplerSummary s = sampler.summary();
     double server_cpu = s.cpu_s;
     double req = std::max<double>(1, static_cast<double>(r.requests));
-    double server_util = r.measured_s > 0 ? server_cpu / (r.measured_s * p.server_cpus.size()) : 0;
+    double server_util = r.measured_s > 0 ? server_cpu / (r.measured_s * server_cpus.size()) : 0;
     const bool measured = m1.t > m0.t;  // the window opened and closed
 
     json lj = load_json(spec, r);  // the client's side: load shape, latency, errors, fairness, ...
@@ -178,7 +200,7 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
                    {"cpu_us_per_req", server_cpu * 1e6 / req},
                    {"cpu_util", server_util},            {"ctx_voluntary", s.ctx_voluntary},
                    {"ctx_involuntary", s.ctx_involuntary}, {"samples", s.samples},
-                   {"cpus", p.server_cpus},              {"pss_kib_at_start", at_start.pss_kib},
+                   {"cpus", server_cpus},              {"pss_kib_at_start", at_start.pss_kib},
                    {"run_queue_peak", s.run_queue_peak}, {"run_queue_mean", s.run_queue_mean}};
     // C10K: what one idle connection costs — the tree's PSS in the window over its PSS before
     // the first connection, per idle connection held (the 10 active ones are in it too, a
@@ -194,9 +216,23 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
         OwnUse own;
         own.server_s = server_cpu + probe_s;
         own.client_s = std::max(0.0, self1 - self0 - probe_s) + others_of_ours_s(m0, m1, server_pid);
-        const Interference inter = measure_interference(m0, m1, p.server_cpus, p.client_cpus, own, env.probe);
+        const Interference inter = measure_interference(m0, m1, server_cpus, p.client_cpus, own, env.probe);
         j["interference"] = inter.to_json(p.interference_threshold, p.slowdown_threshold);
         j["disturbed_by"] = inter.disturbed_by(p.interference_threshold, p.slowdown_threshold);
+    }
+    if (w->probe) {
+        json pj = load_json(probe_spec, probe);
+        j["probe"] = {{"path", "/"},
+                      {"rate_rps", kProbeRate},
+                      {"connections", kProbeConnections},
+                      {"requests", pj["requests"]},
+                      {"sent", pj["sent"]},
+                      {"throughput_rps", pj["throughput_rps"]},
+                      {"latency_us", pj["latency_us"]},
+                      {"latency_uncorrected_us", pj["latency_uncorrected_us"]},
+                      {"errors", pj["errors"]},
+                      {"errors_total", pj["errors_total"]}};
+        if (!probe.fatal.empty()) j["probe"]["error"] = probe.fatal;
     }
     j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
     // Which side ran out of CPU: with a one-core client, a fast server is never the limit, and
@@ -247,6 +283,9 @@ std::string summary_line(const json& j) {
     if (j["client_bound"].get<bool>()) line += "  [client-bound]";
     if (!j.value("disturbed_by", "").empty()) line += fmt::format("  [disturbed: {}]", j["disturbed_by"].get<std::string>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());
+    if (j.contains("probe"))
+        line += fmt::format("  probe GET / p50 {:.0f} µs p99 {:.0f} µs", j["probe"]["latency_us"]["p50"].get<double>(),
+                            j["probe"]["latency_us"]["p99"].get<double>());
     if (j.contains("idle") && j["idle"].contains("pss_bytes_per_idle"))
         line += fmt::format("  {:.0f} B PSS per idle connection", j["idle"]["pss_bytes_per_idle"].get<double>());
     if (j.contains("idle") && j["idle"]["dropped"].get<int>() > 0)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "concbench/interference.hpp"
@@ -21,19 +22,32 @@ constexpr int kIdleWorkloadActive = 10;
 
 struct Cell {
     std::string model, workload;
-    int connections;
-    int repetition;
+    int connections = 0;
+    int repetition = 1;
     int idle = 0;         // idle connections held through the load
     int step = -1;        // -1: closed loop; else the index into the profile's rate_sweep
     double fraction = 0;  // rate_sweep[step]: the open-loop rate as a fraction of the closed maximum
+    // Set only when the profile runs the model with several --workers / on several CPU sets (so
+    // names stay as they were otherwise): -1 / empty means the profile's one value.
+    int workers = -1;
+    std::vector<int> cpus;
     std::string suffix(char sep) const {
         std::string s;
+        if (workers >= 0) s += fmt::format("{}w{}", sep, workers);
+        if (!cpus.empty()) s += fmt::format("{}cpu{}", sep, fmt::join(cpus, "-"));
         if (idle > 0) s += fmt::format("{}i{}", sep, idle);
         s += fmt::format("{}r{}", sep, repetition);
         if (step >= 0) s += fmt::format("{}rate{:g}", sep, fraction * 100);
         return s;
     }
     std::string id() const { return fmt::format("{}/{}/c{}{}", model, workload, connections, suffix('/')); }
+    // The line a chart draws it on: the model, with its --workers and CPUs when they vary.
+    std::string series() const {
+        std::string s = model;
+        if (workers >= 0) s += fmt::format(" ×{}", workers);
+        if (!cpus.empty()) s += fmt::format(" ({} core{})", cpus.size(), cpus.size() > 1 ? "s" : "");
+        return s;
+    }
     std::string stem() const { return fmt::format("{}_{}_c{}{}", model, workload, connections, suffix('_')); }
     // The closed-loop cell a sweep step takes its maximum from.
     std::string closed_id() const {

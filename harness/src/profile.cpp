@@ -182,7 +182,25 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         else if (key == "duration_s") p.duration_s = positive_number(c, v, "duration_s", 3600);
         else if (key == "ready_timeout_s") p.ready_timeout_s = positive_number(c, v, "ready_timeout_s", 600);
         else if (key == "stop_grace_s") p.stop_grace_s = positive_number(c, v, "stop_grace_s", 600);
-        else if (key == "server_cpus") p.server_cpus = cpu_list(c, v, "server_cpus");
+        else if (key == "server_cpus") {
+            const toml::array* a = v.as_array();
+            if (a && !a->empty() && a->front().is_array()) {  // [[0], [0, 1]]: a set per cell
+                std::vector<int> all;
+                for (const toml::node& e : *a) {
+                    std::vector<int> set = cpu_list(c, e, "server_cpus");
+                    if (set.empty()) c.fail(e, "'server_cpus': a set of CPUs must not be empty");
+                    if (std::find(p.server_cpu_sets.begin(), p.server_cpu_sets.end(), set) != p.server_cpu_sets.end())
+                        c.fail(e, "'server_cpus': this set is listed twice");
+                    p.server_cpu_sets.push_back(set);
+                    all.insert(all.end(), set.begin(), set.end());
+                }
+                std::sort(all.begin(), all.end());
+                all.erase(std::unique(all.begin(), all.end()), all.end());
+                p.server_cpus = all;
+            } else {
+                p.server_cpus = cpu_list(c, v, "server_cpus");
+            }
+        }
         else if (key == "client_cpus") p.client_cpus = cpu_list(c, v, "client_cpus");
         else if (key == "client_threads") p.client_threads = whole_number(c, v, "client_threads", 1, 256);
         else if (key == "primer_stall_s") p.primer_stall_s = positive_number(c, v, "primer_stall_s", 600);
@@ -249,7 +267,18 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
                                            fmt::join(model_names, ", ")));
                 if (mi->workers == 0)
                     c.fail(mv, fmt::format("[workers]: model '{}' takes no --workers", model));
-                p.workers[model] = whole_number(c, mv, "workers", 1, 4096);
+                if (const toml::array* wa = mv.as_array()) {  // model = [1, 2]: a cell with each
+                    if (wa->empty()) c.fail(mv, "[workers]: a list of counts must not be empty");
+                    for (const toml::node& e : *wa) {
+                        int n = whole_number(c, e, "workers", 1, 4096);
+                        auto& l = p.workers[model];
+                        if (std::find(l.begin(), l.end(), n) != l.end())
+                            c.fail(e, fmt::format("[workers] {}: {} is listed twice", model, n));
+                        l.push_back(n);
+                    }
+                } else {
+                    p.workers[model] = {whole_number(c, mv, "workers", 1, 4096)};
+                }
             }
         }
         else c.fail(v, fmt::format("unknown key '{}' (valid: {})", key, fmt::join(keys, ", ")));
@@ -290,7 +319,13 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
 int Profile::workers_for(const ModelInfo& model) const {
     if (model.workers == 0) return 0;
     auto it = workers.find(model.name);
-    return it != workers.end() ? it->second : model.workers;
+    return it != workers.end() ? it->second.front() : model.workers;
+}
+
+std::vector<int> Profile::workers_list(const ModelInfo& model) const {
+    if (model.workers == 0) return {0};
+    auto it = workers.find(model.name);
+    return it != workers.end() ? it->second : std::vector<int>{model.workers};
 }
 
 }  // namespace concbench

@@ -59,10 +59,31 @@ std::vector<Cell> plan(const Profile& p, const std::vector<ModelInfo>& registry,
             for (int c : p.connections_of(w))
                 for (int i : p.idle_connections)
                     for (const auto& m : p.models) {
-                        if (!find_model(registry, m)->serves(w) || !p.runs(m, w, c)) continue;
-                        cells.push_back({m, w, c, r, i});
-                        for (std::size_t k = 0; k < p.rate_sweep.size(); ++k)
-                            cells.push_back({m, w, c, r, i, int(k), p.rate_sweep[k]});
+                        const ModelInfo* mi = find_model(registry, m);
+                        if (!mi->serves(w) || !p.runs(m, w, c)) continue;
+                        // --workers and CPU sets, where the profile gives several, each a cell
+                        std::vector<int> workers = p.workers_list(*mi);
+                        if (workers.size() < 2) workers = {-1};
+                        std::vector<std::vector<int>> sets = p.server_cpu_sets;
+                        if (sets.size() < 2) sets = {{}};
+                        for (int n : workers)
+                            for (const auto& set : sets) {
+                                Cell base;
+                                base.model = m;
+                                base.workload = w;
+                                base.connections = c;
+                                base.repetition = r;
+                                base.idle = i;
+                                base.workers = n;
+                                base.cpus = set;
+                                cells.push_back(base);
+                                for (std::size_t k = 0; k < p.rate_sweep.size(); ++k) {
+                                    Cell step = base;
+                                    step.step = int(k);
+                                    step.fraction = p.rate_sweep[k];
+                                    cells.push_back(step);
+                                }
+                            }
                     }
     return cells;
 }

@@ -27,10 +27,14 @@ struct Profile {
     double duration_s = 5;
     double ready_timeout_s = 10;
     double stop_grace_s = 5;
-    std::vector<int> server_cpus;
+    std::vector<int> server_cpus;          // with several sets: all of them (verify, the rest check)
+    // server_cpus = [[0], [0, 1]]: every cell runs once on each set (one core, then two), so a
+    // run shows what a second core gives each model. Empty: server_cpus is the one set.
+    std::vector<std::vector<int>> server_cpu_sets;
     std::vector<int> client_cpus;
     int client_threads = 0;                // 0: one per client CPU
-    std::map<std::string, int> workers;    // [workers] model = N: --workers for that model
+    // [workers] model = N: --workers for that model; model = [1, 2]: a cell with each
+    std::map<std::string, std::vector<int>> workers;
     std::string verify = "quick";          // verify each model before measuring: quick | full | off
     // [connections_for] workload = [..]: that workload's connection counts instead of `connections`
     // (for `idle`: the idle connections held).
@@ -69,6 +73,8 @@ struct Profile {
     // --workers for `model` in this profile: the profile's [workers] entry, else the model's
     // default; 0 when the model takes no --workers.
     int workers_for(const ModelInfo& model) const;
+    // Every --workers the profile runs `model` with: [workers_for] unless [workers] lists several.
+    std::vector<int> workers_list(const ModelInfo& model) const;
 };
 
 // `name_or_path`: "quick" (profiles/quick.toml in the checkout) or a path to a .toml file.
