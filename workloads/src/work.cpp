@@ -37,11 +37,12 @@ constexpr std::string_view kRounds = " rounds, fnv1a ";
 
 }  // namespace
 
-uint32_t work_digest(uint64_t rounds) {
-    uint32_t x = 2166136261u;
-    for (uint64_t i = 0; i < rounds; ++i) x = (x ^ static_cast<uint32_t>(i & 0xff)) * 16777619u;
+uint32_t work_digest_from(uint32_t x, uint64_t from, uint64_t n) {
+    for (uint64_t i = from; i < from + n; ++i) x = (x ^ static_cast<uint32_t>(i & 0xff)) * 16777619u;
     return x;
 }
+
+uint32_t work_digest(uint64_t rounds) { return work_digest_from(kWorkBasis, 0, rounds); }
 
 double work_rounds_per_us() {
     static double rate = 0;
@@ -76,9 +77,25 @@ std::string work_body(int us, uint64_t rounds, uint32_t digest) {
     return std::string(buf, static_cast<std::size_t>(n));
 }
 
+WorkDone run_work(int us) {
+    WorkDone w;
+    if (us <= 0) return w;
+    const double rate = work_rounds_per_us();
+    const double end = thread_cpu_us() + us;
+    for (double left = us; left > 0;) {
+        // A chunk of at most kWorkChunkUs, the last one sized to what is left (at least a round).
+        const double chunk_us = std::min(left, kWorkChunkUs);
+        const uint64_t n = std::max<uint64_t>(1, static_cast<uint64_t>(chunk_us * rate));
+        w.digest = work_digest_from(w.digest, w.rounds, n);
+        w.rounds += n;
+        left = end - thread_cpu_us();
+    }
+    return w;
+}
+
 std::string do_work(int us) {
-    const uint64_t rounds = static_cast<uint64_t>(std::llround(us * work_rounds_per_us()));
-    return work_body(us, rounds, work_digest(rounds));
+    const WorkDone w = run_work(us);
+    return work_body(us, w.rounds, w.digest);
 }
 
 WorkBodyLayout work_body_layout(int us) {

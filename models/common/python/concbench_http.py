@@ -263,13 +263,22 @@ def route(method, target):
 
 # ------------------------------------------------------------------------------ GET /work/US
 # The computation of workloads/include/concbench/work.hpp, in Python: 32-bit FNV-1a over the bytes
-# i & 0xff, calibrated at start-up to this interpreter's rounds per µs of thread CPU time.
+# i & 0xff, run in chunks until this thread has spent US µs of CPU (time.thread_time(): time
+# waiting for the GIL does not count); the chunks sized by this interpreter's rounds per µs,
+# measured at start-up.
 
-def work_digest(rounds):
-    x = 2166136261
-    for i in range(rounds):
+WORK_BASIS = 2166136261
+WORK_CHUNK_US = 20
+
+
+def _digest_from(x, start, stop):
+    for i in range(start, stop):
         x = ((x ^ (i & 255)) * 16777619) & 0xFFFFFFFF
     return x
+
+
+def work_digest(rounds):
+    return _digest_from(WORK_BASIS, 0, rounds)
 
 
 def _calibrate():
@@ -300,9 +309,18 @@ def calibrate_work():
 
 
 def do_work(us):
-    """US µs of CPU on the calling thread (the loop's, or the connection's); the answer's body."""
-    rounds = round(us * calibrate_work())
-    return b"work %d us: %010d rounds, fnv1a %08x\n" % (us, rounds % 10_000_000_000, work_digest(rounds))
+    """US µs of this thread's CPU (the loop's, or the connection's); the answer's body."""
+    rounds, x = 0, WORK_BASIS
+    if us:
+        rate, clock = calibrate_work(), time.thread_time
+        end = clock() + us / 1e6
+        left = us
+        while left > 0:  # chunks of at most WORK_CHUNK_US, the last one what is left
+            n = max(1, int(min(left, WORK_CHUNK_US) * rate))
+            x = _digest_from(x, rounds, rounds + n)
+            rounds += n
+            left = (end - clock()) * 1e6
+    return b"work %d us: %010d rounds, fnv1a %08x\n" % (us, rounds % 10_000_000_000, x)
 
 
 def delay_body(ms, id_=-1):
