@@ -108,9 +108,9 @@ WorkBodyLayout work_body_layout(int us) {
 }
 
 bool parse_work_body(std::string_view body, int us, uint64_t& rounds, uint32_t& digest) {
-    if (body.size() != work_body_layout(us).size) return false;
-    const std::string expect = work_body(us, 0, 0);
     const WorkBodyLayout l = work_body_layout(us);
+    if (body.size() != l.size) return false;
+    const std::string expect = work_body(us, 0, 0);
     for (std::size_t i = 0; i < body.size(); ++i) {
         const bool in_rounds = i >= l.rounds_at && i < l.rounds_at + 10;
         const bool in_digest = i >= l.digest_at && i < l.digest_at + 8;

@@ -125,6 +125,9 @@ bool make(std::string_view name, Workload& w) {
         if (!parse_int(arg, kMaxWorkUs, w.work_us)) return false;
         w.request = get("/work/" + std::to_string(w.work_us));
         w.expected = work_body(w.work_us, 0, 0);
+        const WorkBodyLayout l = work_body_layout(w.work_us);  // once, not per chunk received
+        w.work_rounds_at = l.rounds_at;
+        w.work_digest_at = l.digest_at;
         w.expected_body = w.expected.size();
         w.body_kind = Workload::Body::work;
         w.probe = true;
@@ -149,13 +152,12 @@ bool Workload::body_ok(std::size_t offset, std::string_view chunk) const {
         case Body::exact:
             return std::memcmp(expected.data() + offset, chunk.data(), chunk.size()) == 0;
         case Body::work: {
-            const WorkBodyLayout l = work_body_layout(work_us);
             for (std::size_t i = 0; i < chunk.size(); ++i) {
                 const std::size_t at = offset + i;
                 const char c = chunk[i];
-                if (at >= l.rounds_at && at < l.rounds_at + 10) {
+                if (at >= work_rounds_at && at < work_rounds_at + 10) {
                     if (c < '0' || c > '9') return false;
-                } else if (at >= l.digest_at && at < l.digest_at + 8) {
+                } else if (at >= work_digest_at && at < work_digest_at + 8) {
                     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
                 } else if (c != expected[at]) {
                     return false;

@@ -44,6 +44,7 @@ struct Workload {
     // GET / at kProbeRate per second (open loop) and its latency is reported apart: how long a
     // cheap request waits while the server computes (an event loop's single thread is held).
     int work_us = -1;
+    std::size_t work_rounds_at = 0, work_digest_at = 0;  // Body::work: where rounds and digest sit
     bool probe = false;
 
     // True when `chunk`, found at byte `offset` of the body (or echo reply), is what a correct
