@@ -502,17 +502,16 @@ rest_check_s = 0.5
 disturbed_reruns = 0
 EOF
 ref_res="$tmp/ref-results"
-chmod 755 "$tmp"   # the servers' workers run as www-data when we are root: they must reach their files
 "$CB" run --profile "$tmp/ref.toml" --results "$ref_res" >"$tmp/out8" 2>"$tmp/err8" &
 bg_pid=$!
 apache_pgid=""
-# The run first verifies both servers (quick set: Apache's takes about 20 s, its servers under a
-# temp dir); the cell's Apache is the one whose directory is under the run's servers/.
+# The run first verifies both servers (quick set: Apache's takes about 20 s); the cell's Apache is
+# the one whose runtime directory (under TMPDIR) is named after the cell.
 deadline=$((SECONDS + 120))
 while [ -z "$apache_pgid" ] && [ "$SECONDS" -lt "$deadline" ] && kill -0 "$bg_pid" 2>/dev/null; do
     for c in $(pgrep -P "$bg_pid" 2>/dev/null); do
         [ "$(readlink "/proc/$c/exe" 2>/dev/null)" = /usr/sbin/apache2 ] &&
-            tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -qF "$ref_res/" && apache_pgid=$c
+            tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -qF "concbench-ref-$bg_pid-apache-prefork_hello_c10_r1-" && apache_pgid=$c
     done
     sleep 0.1
 done
@@ -521,6 +520,7 @@ sleep 1.5   # into the cell's load: the parent has forked its children
 in_group() { ps -eo pgid=,stat= | awk -v g="${apache_pgid:--1}" '$1 == g && $2 !~ /^Z/' | wc -l; }
 kids=$(in_group)
 check "apache's group has its children ($kids processes)" test "$kids" -gt 1
+apache_run_pid=$bg_pid
 kill -INT "$bg_pid" 2>/dev/null
 deadline=$((SECONDS + 30))
 while kill -0 "$bg_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
@@ -530,6 +530,8 @@ bg_pid=""
 check "interrupted reference run exits 130 (got $rc: $(tail -c 300 "$tmp/err8"))" test "$rc" -eq 130
 left=$(in_group)
 check "no process of apache's group is left after Ctrl-C ($left)" test "$left" -eq 0
+ref_pid_dirs="$(find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name "concbench-ref-$apache_run_pid-*" | wc -l)"
+check "no runtime directory of the run is left after Ctrl-C ($ref_pid_dirs)" test "$ref_pid_dirs" -eq 0
 pycheck "nginx cell and meta" "$ref_res/latest" <<'EOF'
 import json, sys, os
 d = sys.argv[1]

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -63,7 +64,10 @@ protected:
     void SetUp() override {
         dir_ = fs::temp_directory_path() / ("concbench-launch-" + std::to_string(getpid()));
         fs::create_directories(dir_ / "models" / "pyhttp");
-        fs::permissions(dir_, fs::perms::all);
+        // Runtime directories go under TMPDIR: a private one, to see what is left there.
+        fs::create_directories(dir_ / "tmp");
+        old_tmpdir_ = getenv("TMPDIR") ? getenv("TMPDIR") : "";
+        setenv("TMPDIR", (dir_ / "tmp").c_str(), 1);
         // Python's http.server as a "reference server": serves @dir@, prints nothing useful on stdout.
         write("models/pyhttp/index.html.in", "@greeting@ @workers@");
         toml_ = R"(name = "pyhttp"
@@ -87,10 +91,18 @@ skip = { echo = "HTTP only" }
         write("models/pyhttp/model.toml", toml_);
     }
     void TearDown() override {
+        if (old_tmpdir_.empty()) unsetenv("TMPDIR");
+        else setenv("TMPDIR", old_tmpdir_.c_str(), 1);
         std::error_code ec;
         fs::remove_all(dir_, ec);
     }
     void write(const std::string& rel, const std::string& text) { std::ofstream(dir_ / rel) << text; }
+    std::vector<std::string> left_in_tmp() {
+        std::vector<std::string> names;
+        for (const auto& e : fs::directory_iterator(dir_ / "tmp")) names.push_back(e.path().filename().string());
+        return names;
+    }
+    std::string old_tmpdir_;
     std::vector<ModelInfo> load() { return load_registry((dir_ / "models").string(), "/nonexistent"); }
     fs::path dir_;
     std::string toml_;
@@ -154,11 +166,18 @@ TEST_F(ReferenceRegistry, LaunchesRendersServesAndStopsByGroup) {
     auto s = launch_server(reg[0], o, std::chrono::seconds(10), err);
     ASSERT_TRUE(s) << err;
     EXPECT_NE(s->port(), 0);
+    // It runs in a runtime directory of its own under TMPDIR, 0755, named after the cell's.
+    auto runtime = left_in_tmp();
+    ASSERT_EQ(runtime.size(), 1u);
+    EXPECT_EQ(runtime[0].rfind("concbench-ref-" + std::to_string(getpid()) + "-run-", 0), 0u) << runtime[0];
+    const fs::path rt = dir_ / "tmp" / runtime[0];
+    EXPECT_EQ(fs::status(rt).permissions(), fs::perms(0755));
     // The template and the extra file were written, with settings and variables substituted.
-    std::ifstream idx(dir_ / "run" / "index.html");
+    std::ifstream idx(rt / "index.html");
     std::string text((std::istreambuf_iterator<char>(idx)), {});
     EXPECT_EQ(text, "hi 4");
-    EXPECT_TRUE(fs::exists(dir_ / "run" / "hello.txt"));
+    EXPECT_TRUE(fs::exists(rt / "hello.txt"));
+    EXPECT_EQ(fs::status(rt / "hello.txt").permissions(), fs::perms(0644));
     // The measured process is the server itself, not a wrapper.
     std::ifstream comm("/proc/" + std::to_string(s->pid()) + "/comm");
     std::string name;
@@ -180,10 +199,105 @@ TEST_F(ReferenceRegistry, LaunchesRendersServesAndStopsByGroup) {
     EXPECT_NE(got.find(" 200 "), std::string::npos) << got;
     EXPECT_NE(got.find("Hello, World!"), std::string::npos) << got;
     pid_t pgid = s->pid();
+    std::ofstream(rt / "error.log") << "a log line\n";
     StopReport r = s->stop(std::chrono::seconds(5));
     EXPECT_EQ(r.leftover, 0);
     EXPECT_FALSE(r.killed) << r.describe();
     EXPECT_EQ(live_processes_in_group(pgid), 0);
+    // Stopped: the runtime directory is gone; the configuration, extra files and logs are kept.
+    EXPECT_TRUE(left_in_tmp().empty());
+    std::ifstream kept(dir_ / "run" / "index.html");
+    std::string kept_text((std::istreambuf_iterator<char>(kept)), {});
+    EXPECT_EQ(kept_text, "hi 4");
+    EXPECT_TRUE(fs::exists(dir_ / "run" / "hello.txt"));
+    EXPECT_TRUE(fs::exists(dir_ / "run" / "error.log"));
+    EXPECT_FALSE(fs::exists(dir_ / "run" / "empty"));
+}
+
+TEST_F(ReferenceRegistry, ServesTheDocrootInPlaceOrACopyOfIt) {
+    std::string t = toml_;
+    const std::string from = "\"--directory\", \"@dir@\"";
+    t.replace(t.find(from), from.size(), "\"--directory\", \"@docroot@\"");
+    write("models/pyhttp/model.toml", t);
+    auto reg = load();
+    fs::create_directories(dir_ / "docroot");
+    std::ofstream(dir_ / "docroot" / "f") << "file body";
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    o.docroot = (dir_ / "docroot").string();
+    std::string err;
+    auto s = launch_server(reg[0], o, std::chrono::seconds(10), err);
+    ASSERT_TRUE(s) << err;
+    // Run as ourselves, the workers reach the docroot: served in place, not copied.
+    std::ifstream cmd("/proc/" + std::to_string(s->pid()) + "/cmdline");
+    std::string line((std::istreambuf_iterator<char>(cmd)), {});
+    EXPECT_NE(line.find((dir_ / "docroot").string()), std::string::npos) << line;
+    s->stop(std::chrono::seconds(5));
+    EXPECT_TRUE(left_in_tmp().empty());
+
+    // Workers of another user (root's servers) that cannot enter the docroot get a copy of it.
+    if (geteuid() != 0) GTEST_SKIP() << "only root's servers run their workers as another user";
+    t.replace(t.find("readiness"), 0, "run_as = \"nobody\"\n");
+    write("models/pyhttp/model.toml", t);
+    reg = load();
+    fs::create_directories(dir_ / "home" / "docroot");
+    fs::permissions(dir_ / "home", fs::perms(0700));
+    std::ofstream(dir_ / "home" / "docroot" / "f") << "file body";
+    o.docroot = (dir_ / "home" / "docroot").string();
+    s = launch_server(reg[0], o, std::chrono::seconds(10), err);
+    ASSERT_TRUE(s) << err;
+    auto runtime = left_in_tmp();
+    ASSERT_EQ(runtime.size(), 1u);
+    const fs::path copy = dir_ / "tmp" / runtime[0] / "docroot";
+    std::ifstream cmd2("/proc/" + std::to_string(s->pid()) + "/cmdline");
+    std::string line2((std::istreambuf_iterator<char>(cmd2)), {});
+    EXPECT_NE(line2.find(copy.string()), std::string::npos) << line2;
+    std::ifstream f(copy / "f");
+    std::string body((std::istreambuf_iterator<char>(f)), {});
+    EXPECT_EQ(body, "file body");
+    EXPECT_EQ(fs::status(copy / "f").permissions(), fs::perms(0644));
+    s->stop(std::chrono::seconds(5));
+    EXPECT_TRUE(left_in_tmp().empty());
+}
+
+TEST_F(ReferenceRegistry, SweepsRuntimeDirectoriesOfAConcbenchThatWasKilled) {
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    ASSERT_GT(dead, 0);
+    waitpid(dead, nullptr, 0);
+    const fs::path stale = dir_ / "tmp" / ("concbench-ref-" + std::to_string(dead) + "-cell-AbC123");
+    const fs::path alive = dir_ / "tmp" / ("concbench-ref-1-cell-AbC123");  // pid 1 is alive
+    const fs::path other = dir_ / "tmp" / "someone-else";
+    for (const auto& d : {stale, alive, other}) fs::create_directories(d / "docroot");
+    auto reg = load();
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    std::string err;
+    auto s = launch_server(reg[0], o, std::chrono::seconds(10), err);
+    ASSERT_TRUE(s) << err;
+    s->stop(std::chrono::seconds(5));
+    EXPECT_FALSE(fs::exists(stale));
+    EXPECT_TRUE(fs::exists(alive));
+    EXPECT_TRUE(fs::exists(other));
+}
+
+TEST_F(ReferenceRegistry, AnUnreachableTmpdirIsOneLine) {
+    auto reg = load();
+    if (geteuid() != 0) GTEST_SKIP() << "only root's servers run their workers as another user";
+    std::string t = toml_;
+    t.replace(t.find("readiness"), 0, "run_as = \"nobody\"\n");
+    write("models/pyhttp/model.toml", t);
+    reg = load();
+    fs::create_directories(dir_ / "home" / "tmp");
+    fs::permissions(dir_ / "home", fs::perms(0700));
+    setenv("TMPDIR", (dir_ / "home" / "tmp").c_str(), 1);
+    LaunchOptions o;
+    o.work_dir = (dir_ / "run").string();
+    std::string err;
+    EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(2), err));
+    EXPECT_NE(err.find("is not reachable by user 'nobody'"), std::string::npos) << err;
+    EXPECT_NE(err.find("set TMPDIR to a directory others may enter"), std::string::npos) << err;
+    EXPECT_TRUE(fs::is_empty(dir_ / "home" / "tmp"));  // nothing left behind
 }
 
 TEST_F(ReferenceRegistry, AServerThatExitsIsReportedWithItsLastLogLine) {
@@ -199,6 +313,8 @@ TEST_F(ReferenceRegistry, AServerThatExitsIsReportedWithItsLastLogLine) {
     EXPECT_FALSE(launch_server(reg[0], o, std::chrono::seconds(10), err));
     EXPECT_NE(err.find("exited before it was ready"), std::string::npos) << err;
     EXPECT_NE(err.find("no_such_module_xyz"), std::string::npos) << err;
+    EXPECT_TRUE(left_in_tmp().empty());                     // the runtime directory removed
+    EXPECT_TRUE(fs::exists(dir_ / "run" / "index.html"));  // what it held kept
 }
 
 TEST_F(ReferenceRegistry, EchoIsRefusedForAnHttpReferenceServer) {

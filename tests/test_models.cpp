@@ -114,7 +114,7 @@ protected:
         work_ = std::filesystem::temp_directory_path() /
                 ("concbench-test-" + GetParam() + "-" + std::to_string(getpid()));
         std::filesystem::create_directories(work_ / "docroot");
-        std::filesystem::permissions(work_, std::filesystem::perms::all);  // reachable by www-data
+        std::filesystem::permissions(work_, std::filesystem::perms(0755));  // reachable by www-data
     }
     void TearDown() override {
         std::error_code ec;

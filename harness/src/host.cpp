@@ -319,6 +319,10 @@ StopReport ServerProcess::stop(milliseconds grace) {
             std::this_thread::sleep_for(milliseconds(10));
     }
     pid_ = -1;
+    if (auto f = std::move(at_stop_)) {
+        at_stop_ = nullptr;
+        f();
+    }
     return r;
 }
 

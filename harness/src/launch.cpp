@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -56,16 +58,82 @@ std::pair<std::string, std::string> server_user(const ReferenceLaunch& ref) {
 }
 
 // Workers that run as another user must reach their files: every directory up to `dir` has to
-// be searchable by others.
-void check_reachable(const fs::path& dir, const std::string& user) {
+// be searchable by others. "" if it is, else why not.
+std::string unreachable(const fs::path& dir, const std::string& user) {
     fs::path p = fs::absolute(dir);
     for (fs::path cur = p; !cur.empty(); cur = cur.parent_path()) {
         struct stat st{};
         if (stat(cur.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH))
-            throw std::runtime_error(fmt::format(
-                "{} is not reachable by user '{}', as whom the server's workers run ({} has mode {:o}); "
-                "use a results directory others may enter", p.string(), user, cur.string(), st.st_mode & 07777));
+            return fmt::format("{} is not reachable by user '{}', as whom the server's workers run ({} has mode {:o})",
+                               p.string(), user, cur.string(), st.st_mode & 07777);
         if (cur == cur.root_path()) break;
+    }
+    return "";
+}
+
+constexpr const char* kRuntimePrefix = "concbench-ref-";
+constexpr auto kRuntimeMode = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec;  // 0755
+constexpr auto kFileMode = fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                           fs::perms::others_read;  // 0644
+
+// Runtime directories left by a concbench that was killed outright (SIGKILL, power): those of
+// ours whose process is gone.
+void sweep_stale_runtime_dirs(const fs::path& tmp) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(tmp, ec)) {
+        std::string name = e.path().filename().string();
+        if (name.rfind(kRuntimePrefix, 0) != 0) continue;
+        char* end = nullptr;
+        long pid = std::strtol(name.c_str() + std::strlen(kRuntimePrefix), &end, 10);
+        struct stat st{};
+        if (pid <= 0 || *end != '-' || lstat(e.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+            st.st_uid != geteuid() || pid == getpid() || kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+            continue;
+        fs::remove_all(e.path(), ec);
+    }
+}
+
+// A reference server's runtime directory: made for one launch under the system's temporary
+// directory (TMPDIR), which the server's workers (www-data when we are root) can enter wherever
+// the checkout and the results live. It holds the configuration, pid, lock, temp paths, logs and
+// a copy of the docroot; it is 0755 and owned by us, its files 0644, nothing in it writable by
+// the workers but the temp paths the server itself creates for them.
+fs::path make_runtime_dir(const fs::path& keep) {
+    fs::path tmp = fs::temp_directory_path();
+    sweep_stale_runtime_dirs(tmp);
+    std::string path = (tmp / fmt::format("{}{}-{}-XXXXXX", kRuntimePrefix, getpid(), keep.filename().string())).string();
+    if (!mkdtemp(path.data()))
+        throw std::runtime_error(fmt::format("cannot make a runtime directory under {}: {}", tmp.string(),
+                                             std::strerror(errno)));
+    fs::permissions(path, kRuntimeMode);
+    return path;
+}
+
+// The docroot's files, copied into the runtime directory (readable by the workers): the same
+// bytes wherever the run's docroot lives.
+void copy_docroot(const fs::path& from, const fs::path& to) {
+    fs::create_directories(to);
+    fs::permissions(to, kRuntimeMode);
+    for (const auto& e : fs::directory_iterator(from)) {
+        if (!e.is_regular_file()) continue;
+        fs::path dst = to / e.path().filename();
+        fs::copy_file(e.path(), dst, fs::copy_options::overwrite_existing);
+        fs::permissions(dst, kFileMode);
+    }
+}
+
+// What the run keeps of a runtime directory, in the cell's own directory: the rendered
+// configuration, the extra files and every log.
+void keep_files(const fs::path& runtime, const fs::path& keep, const ReferenceLaunch& ref) {
+    std::error_code ec;
+    fs::create_directories(keep, ec);
+    for (const auto& e : fs::directory_iterator(runtime, ec)) {
+        std::string name = e.path().filename().string();
+        bool wanted = name == ref.config_name || ref.files.count(name) ||
+                      (name.size() > 4 && name.compare(name.size() - 4, 4, ".log") == 0);
+        if (wanted && e.is_regular_file(ec))
+            fs::copy_file(e.path(), keep / name, fs::copy_options::overwrite_existing, ec);
     }
 }
 
@@ -82,30 +150,50 @@ std::unique_ptr<ServerProcess> launch_reference(const ModelInfo& m, const Launch
         return nullptr;
     }
     std::map<std::string, std::string> vars = ref.settings;
-    fs::path dir = fs::absolute(o.work_dir);
-    fs::path config = dir / ref.config_name;
-    std::string docroot = o.docroot.empty() ? (dir / "docroot").string() : fs::absolute(o.docroot).string();
+    const fs::path keep = fs::absolute(o.work_dir);
+    fs::path dir;
+    // Until the server runs, a failure keeps what there is and removes the runtime directory.
+    auto abandon = [&] {
+        std::error_code ec;
+        if (dir.empty()) return;
+        keep_files(dir, keep, ref);
+        fs::remove_all(dir, ec);
+    };
+    fs::path config;
     std::string text;
     try {
+        fs::create_directories(keep);
+        dir = make_runtime_dir(keep);
+        config = dir / ref.config_name;
         fs::create_directories(dir / "empty");
-        if (o.docroot.empty()) fs::create_directories(docroot);
-        fs::permissions(dir, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                 fs::perms::others_read | fs::perms::others_exec);
+        fs::permissions(dir / "empty", kRuntimeMode);
         auto [user, group] = server_user(ref);
-        if (user != (getpwuid(geteuid()) ? getpwuid(geteuid())->pw_name : "")) {
-            check_reachable(dir, user);
-            check_reachable(docroot, user);
+        const bool other_user = user != (getpwuid(geteuid()) ? getpwuid(geteuid())->pw_name : "");
+        if (std::string why = other_user ? unreachable(dir, user) : ""; !why.empty())
+            throw std::runtime_error(why + "; set TMPDIR to a directory others may enter");
+        // The docroot is served where it is if the workers can reach it (verify's, under TMPDIR,
+        // gains files while the server runs); else a copy of it (a run's is complete before its
+        // first cell) in the runtime directory.
+        fs::path docroot = dir / "docroot";
+        if (o.docroot.empty()) {
+            fs::create_directories(docroot);
+            fs::permissions(docroot, kRuntimeMode);
+        } else if (other_user && !unreachable(o.docroot, user).empty()) {
+            copy_docroot(o.docroot, docroot);
+        } else {
+            docroot = fs::absolute(o.docroot);
         }
         vars["host"] = o.host;
         vars["dir"] = dir.string();
         vars["config"] = config.string();
-        vars["docroot"] = docroot;
+        vars["docroot"] = docroot.string();
         vars["workers"] = std::to_string(o.workers > 0 ? o.workers : m.workers);
         vars["user"] = user;
         vars["group"] = group;
         text = read_file(ref.config_template);
     } catch (const std::exception& e) {
         error = fmt::format("{}: {}", m.name, e.what());
+        abandon();
         return nullptr;
     }
 
@@ -117,11 +205,15 @@ std::unique_ptr<ServerProcess> launch_reference(const ModelInfo& m, const Launch
         try {
             vars["port"] = std::to_string(port);
             write_file(config, render_template(text, vars, ref.config_template));
-            for (const auto& [name, content] : ref.files)
+            fs::permissions(config, kFileMode);
+            for (const auto& [name, content] : ref.files) {
                 write_file(dir / name, render_template(content, vars, m.toml_path + " (reference.files." + name + ")"));
+                fs::permissions(dir / name, kFileMode);
+            }
             for (const auto& a : ref.command) cmd.args.push_back(render_template(a, vars, m.toml_path));
         } catch (const std::exception& e) {
             error = fmt::format("{}: {}", m.name, e.what());
+            abandon();
             return nullptr;
         }
         cmd.binary = cmd.args.front();
@@ -137,11 +229,19 @@ std::unique_ptr<ServerProcess> launch_reference(const ModelInfo& m, const Launch
         cmd.raise_nofile = o.raise_nofile;
         cmd.nofile = o.nofile;
         auto s = ServerProcess::start(cmd, ready_timeout, error, interrupted);
-        if (s) return s;
+        if (s) {
+            s->at_stop([dir, keep, ref] {
+                keep_files(dir, keep, ref);
+                std::error_code ec;
+                fs::remove_all(dir, ec);
+            });
+            return s;
+        }
         std::string log = last_line_of((dir / "error.log").string());
         bool port_taken = error.find(in_use) != std::string::npos || log.find(in_use) != std::string::npos;
         if (o.port == 0 && port_taken && attempt < 5) continue;
         if (error.find(log) == std::string::npos && !log.empty()) error += " — error.log: " + log;
+        abandon();
         return nullptr;
     }
 }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,9 @@ public:
 
     // SIGTERM to the group, wait up to `grace` for the root to exit, then SIGKILL the group.
     StopReport stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+    // `f` runs once, when stop() (or the destructor) has reaped the server and its group: a
+    // reference server keeps its logs and removes its runtime directory there.
+    void at_stop(std::function<void()> f) { at_stop_ = std::move(f); }
 
 private:
     ServerProcess() = default;
@@ -77,6 +81,7 @@ private:
     std::string host_;
     uint16_t port_ = 0;
     std::string log_path_;
+    std::function<void()> at_stop_;
 };
 
 // Processes (not zombies) whose process group is `pgid`.
