@@ -16,6 +16,8 @@ packages=(
   wrk apache2-utils                          # real clients (load --client wrk|ab)
   nginx apache2                              # the reference servers (models/nginx, models/apache-*); nginx also for vs_wrk.py
   clang libclang-rt-14-dev                   # make fuzz: clang 14 and its libFuzzer runtime
+  g++-mingw-w64-x86-64 wine wine64           # the iocp model: cross-built for Windows, verified under Wine
+  python3-yaml                               # tests: the GitHub workflow file is valid YAML
 )
 # Packages whose postinst would start a system service: the benchmark starts them itself with
 # its own configuration, so the package's service must neither start nor keep running.

@@ -487,6 +487,38 @@ check "unknown key exits 2 (got $rc)" test "$rc" -eq 2
 check "unknown key: stderr has file:line ($(cat "$tmp/err5"))" grep -qF "$tmp/badkey.toml:4:" "$tmp/err5"
 check "unknown key: stderr names the key" grep -qF "durration_s" "$tmp/err5"
 
+# A model this platform runs only emulated measures the emulation: kqueue (the test-only kevent
+# emulation over epoll) is refused outright, iocp (under Wine) needs --allow-emulated.
+for m in kqueue iocp; do
+    "$CB" list 2>/dev/null | grep -q "^$m .*\[emulated here" || { echo "FAIL: concbench list does not mark $m as emulated here"; fail=$((fail + 1)); continue; }
+    printf 'models = ["%s"]\nworkloads = ["hello"]\nconnections = [1]\nduration_s = 0.5\n' "$m" >"$tmp/emu-$m.toml"
+    timeout -k 5 20 "$CB" run --profile "$tmp/emu-$m.toml" --results "$bad" >/dev/null 2>"$tmp/err-$m"
+    rc=$?
+    check "run of emulated $m exits 2 (got $rc)" test "$rc" -eq 2
+    check "run of emulated $m: one line on stderr ($(cat "$tmp/err-$m"))" test "$(wc -l <"$tmp/err-$m")" -eq 1
+done
+check "kqueue: refused as verify only" grep -qF "model 'kqueue' is for verify only on linux" "$tmp/err-kqueue"
+if grep -qF "not built" "$tmp/err-iocp"; then
+    echo "  (iocp is not built here: its --allow-emulated run is not checked)"
+else
+    check "iocp: refused without --allow-emulated" grep -qF "add --allow-emulated" "$tmp/err-iocp"
+    printf 'rest_check_s = 0.5\ndisturbed_reruns = 0\nwarmup_s = 0.2\nverify = "off"\n' >>"$tmp/emu-iocp.toml"
+    emu_res="$tmp/emu-results"
+    timeout -k 5 120 "$CB" run --allow-emulated --profile "$tmp/emu-iocp.toml" --results "$emu_res" >"$tmp/out-emu" 2>&1
+    rc=$?
+    check "iocp with --allow-emulated runs (got $rc: $(tail -c 300 "$tmp/out-emu"))" test "$rc" -eq 0
+    pycheck "iocp cell labelled emulated" "$emu_res/latest" "$(dirname "$0")/../scripts/summary.py" <<'EOF'
+import json, sys, os, subprocess
+d = sys.argv[1]
+lines = [json.loads(l) for l in open(os.path.join(d, "results.jsonl"))]
+print(("PASS" if lines and all(j.get("emulated") == "wine" for j in lines) else "FAIL") + f" results record emulated: wine ({[j.get('emulated') for j in lines]})")
+print(("PASS" if lines and all("(emulated: wine)" in j.get("series", "") for j in lines) else "FAIL") + f" series carries the label ({[j.get('series') for j in lines]})")
+print(("PASS" if lines and lines[0]["status"] == "ok" and lines[0].get("requests", 0) > 0 else "FAIL") + f" the cell ran: {lines[0]['status'] if lines else None} {lines[0].get('error') if lines else ''}")
+out = subprocess.run(["/usr/bin/python3", sys.argv[2], d], capture_output=True, text=True).stdout
+print(("PASS" if "emulated: wine" in out else "FAIL") + " the summary shows the label")
+EOF
+fi
+
 # ---------------------------------------------------------------- reference servers: nginx, Apache
 # A real nginx cell runs and records the server's version; Ctrl-C during an Apache cell leaves no
 # process of Apache's group behind (its children included).

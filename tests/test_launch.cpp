@@ -141,6 +141,37 @@ TEST_F(ReferenceRegistry, RefusesAReferenceModelWithoutItsTableAndBadKeys) {
     expect_refused("skip = {", "skop = {", "unknown key 'verify.skop'");
 }
 
+// [emulated.<platform>]: the entry for this machine's platform is kept; a model with one is not
+// native here (profiles' "all" leaves it out); every platform's entry is checked.
+TEST_F(ReferenceRegistry, ReadsTheEmulatedTableForThisPlatformOnly) {
+    auto with = [&](const std::string& extra) {
+        write("models/pyhttp/model.toml", "platforms = [\"linux\"]\n" + toml_ + extra);
+        return load();
+    };
+    auto reg = with("");
+    EXPECT_FALSE(reg[0].emulated);
+    EXPECT_EQ(reg[0].native(), std::string(this_platform()) == "linux");
+    reg = with(std::string("[emulated.") + this_platform() + "]\nby = \"wine\"\nrun = \"allowed\"\nreason = \"measures Wine\"\n");
+    ASSERT_TRUE(reg[0].emulated);
+    EXPECT_EQ(reg[0].emulated->by, "wine");
+    EXPECT_TRUE(reg[0].emulated->run);
+    EXPECT_EQ(reg[0].emulated->reason, "measures Wine");
+    EXPECT_FALSE(reg[0].native());
+    reg = with("[emulated.windows]\nby = \"x\"\nrun = \"refused\"\nreason = \"y\"\n");
+    EXPECT_EQ(bool(reg[0].emulated), std::string(this_platform()) == "windows");
+
+    auto refused = [&](const std::string& extra, const std::string& says) {
+        std::string e = error_of([&] { with(extra); });
+        EXPECT_NE(e.find(says), std::string::npos) << "expected '" << says << "' in: " << e;
+        EXPECT_NE(e.find("model.toml:"), std::string::npos) << e;
+    };
+    refused("[emulated.beos]\nby = \"x\"\nrun = \"refused\"\nreason = \"y\"\n", "unknown platform 'emulated.beos'");
+    refused("[emulated.linux]\nby = \"x\"\nrun = \"maybe\"\nreason = \"y\"\n", "must be \"allowed\"");
+    refused("[emulated.linux]\nby = \"x\"\nrun = \"refused\"\n", "reason");
+    refused("[emulated.linux]\nby = \"x\"\nrun = \"refused\"\nreason = \"y\"\nwhy = \"z\"\n",
+            "unknown key 'emulated.linux.why'");
+}
+
 TEST_F(ReferenceRegistry, MissingBinaryIsOneLineNamingThePackage) {
     std::string t = toml_;
     const std::string from = "command = [\"/usr/bin/python3\"";

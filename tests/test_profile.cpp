@@ -287,15 +287,31 @@ TEST_F(ProfileTest, MissingPathIsRefused) {
     EXPECT_CONTAINS(msg, path);
 }
 
-TEST_F(ProfileTest, ModelsAllExpandsToEveryRegistryModel) {
+TEST_F(ProfileTest, ModelsAllExpandsToEveryModelNativeHere) {
     // Expansion, independent of which binaries happen to be built right now.
     std::vector<ModelInfo> reg = registry();
     for (auto& m : reg) m.built = true;
     auto lines = base_lines();
     lines[1] = "models = \"all\"";
     Profile p = load_profile(write_lines(lines), reg);
-    EXPECT_EQ(p.models, model_names());
+    std::vector<std::string> native;
+    for (const auto& m : reg)
+        if (m.native()) native.push_back(m.name);
+    EXPECT_EQ(p.models, native);
     EXPECT_GE(p.models.size(), 2u);
+    // A model emulated here (kqueue, iocp on Linux) or made for another platform is left out of
+    // "all"; named, it is still a known model (the runner decides whether it may run).
+    reg[0].emulated = Emulation{"wine", true, "measures Wine"};
+    reg[1].platforms = {"no-such-platform"};
+    p = load_profile(write_lines(lines), reg);
+    EXPECT_EQ(std::count(p.models.begin(), p.models.end(), reg[0].name), 0);
+    EXPECT_EQ(std::count(p.models.begin(), p.models.end(), reg[1].name), 0);
+    std::vector<std::string> expected;
+    for (const auto& m : reg)
+        if (m.native()) expected.push_back(m.name);
+    EXPECT_EQ(p.models, expected);
+    lines[1] = "models = [\"" + reg[0].name + "\"]";
+    EXPECT_EQ(load_profile(write_lines(lines), reg).models, std::vector<std::string>{reg[0].name});
 }
 
 TEST_F(ProfileTest, UnbuiltModelIsRefusedWithItsBinaryPath) {

@@ -36,6 +36,12 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
     j["model"] = cell.model;
     j["series"] = cell.series();
     j["mechanism"] = model.mechanism;
+    // A model run under an emulation (--allow-emulated) measures the emulation: its series says so,
+    // so every plot legend and summary row carries the label.
+    if (model.emulated) {
+        j["emulated"] = model.emulated->by;
+        j["series"] = fmt::format("{} (emulated: {})", cell.series(), model.emulated->by);
+    }
     j["workload"] = cell.workload;
     j["connections"] = cell.connections;
     j["repetition"] = cell.repetition;

@@ -41,8 +41,11 @@ int cmd_list() {
     for (const auto& m : reg) w = std::max(w, m.name.size() + 1);
     fmt::print("{:<{}} {:<11} {:<6} {}\n", "MODEL", w, "MECHANISM", "BUILT", "STRUCTURE");
     for (const auto& m : reg)
-        fmt::print("{:<{}} {:<11} {:<6} {}\n", m.name, w, m.mechanism,
-                   m.built ? "yes" : "no (" + m.how_to_build() + ")", m.structure);
+        fmt::print("{:<{}} {:<11} {:<6} {}{}\n", m.name, w, m.mechanism,
+                   m.built ? "yes" : "no (" + m.how_to_build() + ")", m.structure,
+                   m.emulated ? fmt::format(" [emulated here by {}: {}]", m.emulated->by,
+                                            m.emulated->run ? "run needs --allow-emulated" : "verify only")
+                              : "");
     fmt::print("\nworkloads: ");
     for (const auto& w : all_workloads()) fmt::print("{} ", w.name);
     fmt::print("\n");
@@ -115,7 +118,8 @@ int cmd_verify(const VerifyArgs& a) {
     if (const ModelInfo* b = find_model(reg, Profile{}.backend); b && b->built) o.backend = b;
     std::vector<std::string> failed;
     for (const ModelInfo* m : models) {
-        fmt::print("verify {} ({} set)\n", m->name, a.full ? "full" : "quick");
+        fmt::print("verify {} ({} set){}\n", m->name, a.full ? "full" : "quick",
+                   m->emulated ? fmt::format(", emulated by {} on {}", m->emulated->by, this_platform()) : "");
         std::fflush(stdout);
         ModelVerdict v = verify_model(*m, o, [](const CaseResult& r) {
             fmt::print("{}\n", format_case_line(r));
@@ -313,6 +317,9 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--resume", run.resume, "continue the run with this id, skipping finished cells");
     run_cmd->add_option("--results", run.results_root, "results root directory")->capture_default_str();
     run_cmd->add_option("--models", models, "comma-separated subset of the profile's models");
+    run_cmd->add_flag("--allow-emulated", run.allow_emulated,
+                      "record cells of a model this platform runs only under an emulation (iocp under Wine), "
+                      "labelled 'emulated: <by>' in results, plots and summary");
     run_cmd->add_flag("--no-verify", run.no_verify,
                       "measure without verifying each model first (results then say verify: skipped)");
 

@@ -125,8 +125,11 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         throw std::runtime_error(fmt::format("{}:{}: {}", p.path, e.source().begin.line, e.description()));
     }
 
-    std::vector<std::string> model_names, workload_names;
-    for (const auto& m : registry) model_names.push_back(m.name);
+    std::vector<std::string> model_names, native_names, workload_names;
+    for (const auto& m : registry) {
+        model_names.push_back(m.name);
+        if (m.native()) native_names.push_back(m.name);  // "all": what runs natively here
+    }
     for (const auto& w : all_workloads()) workload_names.push_back(w.name);
     // Parametric workloads (delay-50, bytes-4m, fanout-4x10 ...) are valid by their grammar.
     auto is_workload = [](const std::string& s) { return find_workload(s) != nullptr; };
@@ -151,7 +154,9 @@ Profile load_profile(const std::string& name_or_path, const std::vector<ModelInf
         } else if (key == "description") {
             if (!v.is_string()) c.fail(v, "'description' must be a string");
             p.description = *v.value<std::string>();
-        } else if (key == "models") p.models = names(c, v, "models", model_names);
+        } else if (key == "models") {
+            p.models = v.is_string() && *v.value<std::string>() == "all" ? native_names : names(c, v, "models", model_names);
+        }
         else if (key == "workloads") p.workloads = names(c, v, "workloads", workload_names, is_workload);
         else if (key == "connections") {
             const toml::array* a = v.as_array();

@@ -147,6 +147,35 @@ RuntimeNeeds read_runtime(const toml::table& r, const std::string& file) {
     return rt;
 }
 
+// [emulated.<platform>] by = "...", run = "allowed" | "refused", reason = "...": the entry for this
+// platform, if any (the others are checked too, so a typo fails here, not on that platform).
+std::optional<Emulation> read_emulated(const toml::node& n, const std::string& file) {
+    static const std::set<std::string> platforms = {"linux", "macos", "freebsd", "windows"};
+    const toml::table* t = n.as_table();
+    if (!t) bad(file, n.source(), "'emulated' must be a table of platforms: [emulated.linux] by, run, reason");
+    std::optional<Emulation> here;
+    for (auto&& [k, v] : *t) {
+        std::string platform(k.str());
+        if (!platforms.count(platform))
+            bad(file, v.source(), fmt::format("unknown platform 'emulated.{}' (valid: {})", platform, fmt::join(platforms, ", ")));
+        const toml::table* e = v.as_table();
+        if (!e) bad(file, v.source(), fmt::format("'emulated.{}' must be a table: by, run, reason", platform));
+        for (auto&& [ek, ev] : *e)
+            if (ek.str() != "by" && ek.str() != "run" && ek.str() != "reason")
+                bad(file, ev.source(), fmt::format("unknown key 'emulated.{}.{}' (valid: by, reason, run)", platform, ek.str()));
+        Emulation em;
+        em.by = need_string(*e, file, "by");
+        em.reason = need_string(*e, file, "reason");
+        std::string run = need_string(*e, file, "run");
+        if (run != "allowed" && run != "refused")
+            bad(file, (*e)["run"].node()->source(),
+                fmt::format("'emulated.{}.run' must be \"allowed\" (cells recorded with --allow-emulated) or \"refused\" (verify only)", platform));
+        em.run = run == "allowed";
+        if (platform == this_platform()) here = em;
+    }
+    return here;
+}
+
 ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     const std::string file = toml_path.string();
     toml::table t;
@@ -157,7 +186,7 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
     }
     static const std::set<std::string> known = {"name", "description", "mechanism", "structure",
                                                 "like", "platforms", "workloads", "binary", "notes",
-                                                "workers", "reference", "runtime", "verify"};
+                                                "workers", "reference", "runtime", "verify", "emulated"};
     for (auto&& [k, v] : t)
         if (!known.count(std::string(k.str())))
             bad(file, v.source(), fmt::format("unknown key '{}' (valid: {})", k.str(), fmt::join(known, ", ")));
@@ -207,6 +236,7 @@ ModelInfo read_model(const fs::path& toml_path, const std::string& bin) {
         }
         m.verify_skip = string_table(*vt, file, "skip", false);
     }
+    if (const toml::node* e = t.get("emulated")) m.emulated = read_emulated(*e, file);
     const toml::node* ref = t.get("reference");
     if ((m.mechanism == "reference") != (ref != nullptr))
         bad(file, (ref ? ref : t["mechanism"].node())->source(),
@@ -249,6 +279,24 @@ std::vector<ModelInfo> load_registry(const std::string& dir, const std::string& 
     if (ec) throw std::runtime_error(fmt::format("{}: {}", dir, ec.message()));
     std::sort(reg.begin(), reg.end(), [](auto& a, auto& b) { return a.name < b.name; });
     return reg;
+}
+
+const char* this_platform() {
+#if defined(__linux__)
+    return "linux";
+#elif defined(__APPLE__)
+    return "macos";
+#elif defined(__FreeBSD__)
+    return "freebsd";
+#elif defined(_WIN32)
+    return "windows";
+#else
+    return "unknown";
+#endif
+}
+
+bool ModelInfo::native() const {
+    return !emulated && std::find(platforms.begin(), platforms.end(), this_platform()) != platforms.end();
 }
 
 const ModelInfo* find_model(const std::vector<ModelInfo>& reg, const std::string& name) {

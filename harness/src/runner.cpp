@@ -197,6 +197,20 @@ int run_profile(const RunOptions& o) {
                                                          m, p.name, fmt::join(p.models, ", ")));
             p.models = o.models;
         }
+        // A model this platform runs only through an emulation measures the emulation: refused
+        // (kqueue over the test-only kevent emulation), or recorded and labelled on request (Wine).
+        for (const auto& name : p.models) {
+            const ModelInfo* m = find_model(registry, name);
+            if (!m->emulated) continue;
+            if (!m->emulated->run)
+                throw std::runtime_error(fmt::format("model '{}' is for verify only on {}: {} (concbench verify {} checks it)",
+                                                     name, this_platform(), m->emulated->reason, name));
+            if (!o.allow_emulated)
+                throw std::runtime_error(fmt::format("model '{}' runs emulated by {} on {}: {}; add --allow-emulated to "
+                                                     "record its cells, labelled 'emulated: {}'",
+                                                     name, m->emulated->by, this_platform(), m->emulated->reason,
+                                                     m->emulated->by));
+        }
     } catch (const std::exception& e) {
         fmt::print(stderr, "concbench: {}\n", e.what());
         return 2;

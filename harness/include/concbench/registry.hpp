@@ -37,6 +37,18 @@ struct RuntimeNeeds {
     std::vector<std::string> version_command;  // prints the runtime's version (meta.json)
 };
 
+// A model that runs on this machine only through an emulation of another platform's interface
+// (kqueue on Linux through a test-only kevent emulation; IOCP under Wine), from its model.toml's
+// [emulated.<platform>] table for this platform. Its numbers would measure the emulation.
+struct Emulation {
+    std::string by;      // "wine": recorded as `emulated` in results, shown in plots and summary
+    bool run = false;    // run = "allowed": cells are recorded with --allow-emulated; "refused": verify only
+    std::string reason;  // one line: what its numbers would measure
+};
+
+// This machine's platform as model.toml's `platforms` spells it: linux, macos, freebsd, windows.
+const char* this_platform();
+
 struct ModelInfo {
     std::string name;
     std::string description;
@@ -54,6 +66,7 @@ struct ModelInfo {
                               // a runtime model: its launcher and every path it needs)
     std::optional<ReferenceLaunch> reference;      // set exactly when mechanism is "reference"
     std::optional<RuntimeNeeds> runtime;           // a Python or Node.js model
+    std::optional<Emulation> emulated;             // set when this platform runs it only emulated
     // A runtime model whose launcher is built but whose interpreter or module is missing:
     // "not available: install Debian package X (make deps)"; empty otherwise.
     std::string unavailable;
@@ -66,6 +79,9 @@ struct ModelInfo {
 
     bool serves(const std::string& workload) const;
     bool is_reference() const { return reference.has_value(); }
+    // Runs here natively: this platform is in `platforms` and it is not emulated here. A profile's
+    // models = "all" means these.
+    bool native() const;
     // Empty if the conformance case applies to this model, else the reason it does not.
     std::string skips(const std::string& verify_case) const;
     // What to do when it is not built: "run make build" or "install Debian package nginx (make deps)".

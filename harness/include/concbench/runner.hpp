@@ -12,6 +12,7 @@ struct RunOptions {
     std::string results_root = "results";
     std::vector<std::string> models;    // restrict the profile's models (empty: all of them)
     bool no_verify = false;             // skip the conformance check (the profile's verify = "off")
+    bool allow_emulated = false;        // record cells of models emulated here (iocp under Wine), labelled
 };
 
 // Returns the process exit code: 0 done, 1 some cells failed, 2 bad input, 130 interrupted.
