@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "concbench/host.hpp"
+#include "platform.hpp"
 #include "concbench/launch.hpp"
 #include "concbench/loadgen.hpp"
 #include "concbench/results.hpp"
@@ -211,7 +212,13 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
     // C10K: what one idle connection costs — the tree's PSS in the window over its PSS before
     // the first connection, per idle connection held (the 10 active ones are in it too, a
     // rounding error at thousands of idle ones).
-    if (j.contains("idle") && r.idle.established > 0)
+    // A metric this platform cannot read is null ("not measured"), never 0 (platform.hpp).
+    const platform::Measures& pm = platform::measures();
+    if (!pm.pss)
+        for (const char* k : {"pss_kib_peak", "pss_kib_mean", "pss_kib_at_start"}) j["server"][k] = nullptr;
+    if (!pm.ctx_switches) j["server"]["ctx_voluntary"] = j["server"]["ctx_involuntary"] = nullptr;
+    if (!pm.run_queue) j["server"]["run_queue_peak"] = j["server"]["run_queue_mean"] = nullptr;
+    if (pm.pss && j.contains("idle") && r.idle.established > 0)
         j["idle"]["pss_bytes_per_idle"] =
             (s.pss_kib_mean - static_cast<double>(at_start.pss_kib)) * 1024.0 / r.idle.established;
     // Interference: what other processes took of the server's and the client's CPUs in the
@@ -241,6 +248,7 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
         if (!probe.fatal.empty()) j["probe"]["error"] = probe.fatal;
     }
     j["kernel"] = {{"tcp_mem_kib", s.tcp_mem_kib_peak}, {"tcp_mem_scope", "machine"}};
+    if (!pm.tcp_mem) j["kernel"]["tcp_mem_kib"] = nullptr;
     // Which side ran out of CPU: with a one-core client, a fast server is never the limit, and
     // throughput then measures the client (server CPU per request stays comparable).
     bool client_bound = j["client_bound"].get<bool>();
@@ -263,8 +271,12 @@ CellRun run_cell(const Cell& cell, const CellEnv& env, const ModelInfo& model, d
     write_json_file((dir / "hist" / (cell.stem() + ".json")).string(), hist);
     json series = json::array();
     for (const TreeSample& t : sampler.samples())
+    {
         series.push_back({t.t_s, t.pss_kib, t.rss_kib, t.threads, t.processes, t.fds,
                           t.cpu_user_s, t.cpu_sys_s, t.tcp_mem_kib});
+        if (!pm.pss) series.back()[1] = nullptr;
+        if (!pm.tcp_mem) series.back()[8] = nullptr;
+    }
     write_json_file((dir / "series" / (cell.stem() + ".json")).string(),
                     {{"columns", {"t_s", "pss_kib", "rss_kib", "threads", "processes", "fds",
                                   "cpu_user_s", "cpu_sys_s", "tcp_mem_kib"}},
@@ -285,7 +297,9 @@ std::string summary_line(const json& j) {
         "{:>9.0f} req/s  p50 {:>7.0f} µs  p99 {:>7.0f} µs  server {:>5.1f} µs/req  PSS {:>6.1f} MiB  fds {:>5}",
         j["throughput_rps"].get<double>(), j["latency_us"]["p50"].get<double>(),
         j["latency_us"]["p99"].get<double>(), s["cpu_us_per_req"].get<double>(),
-        s["pss_kib_peak"].get<double>() / 1024.0, s["fds_peak"].get<uint64_t>());
+        s["pss_kib_peak"].is_null() ? s["rss_kib_peak"].get<double>() / 1024.0 : s["pss_kib_peak"].get<double>() / 1024.0,
+        s["fds_peak"].get<uint64_t>());
+    if (s["pss_kib_peak"].is_null()) line += "  [RSS: PSS not measured on this platform]";
     if (j["client_bound"].get<bool>()) line += "  [client-bound]";
     if (!j.value("disturbed_by", "").empty()) line += fmt::format("  [disturbed: {}]", j["disturbed_by"].get<std::string>());
     if (j["errors_total"].get<uint64_t>()) line += fmt::format("  errors {}", j["errors"].dump());

@@ -55,31 +55,6 @@ bool pin_thread(const std::vector<int>& cpus) {
     return sched_setaffinity(0, sizeof set, &set) == 0;  // 0: the calling thread
 }
 
-int live_processes_in_group(pid_t pgid) {
-    int n = 0;
-    DIR* d = opendir("/proc");
-    if (!d) return 0;
-    while (dirent* e = readdir(d)) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        char path[300], buf[512];
-        std::snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;
-        ssize_t len = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (len <= 0) continue;
-        buf[len] = '\0';
-        const char* p = std::strrchr(buf, ')');  // comm may hold spaces and parentheses
-        char state;
-        int ppid, pgrp;
-        if (p && std::sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid &&
-            state != 'Z' && state != 'X')
-            ++n;
-    }
-    closedir(d);
-    return n;
-}
-
 std::string last_line_of(const std::string& path) {
     std::ifstream in(path);
     std::string line, last;

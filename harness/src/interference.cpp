@@ -1,4 +1,4 @@
-// interference: other work on a cell's CPUs (/proc/stat and a process scan) and a probe of their
+// interference: other work on a cell's CPUs (per-CPU times and a process scan, platform_<system>.cpp) and a probe of their
 // speed. See interference.hpp for what is measured and why.
 #include "concbench/interference.hpp"
 
@@ -23,24 +23,6 @@
 namespace concbench {
 namespace {
 
-double ticks_per_s() {
-    static const double hz = [] {
-        long t = sysconf(_SC_CLK_TCK);
-        return t > 0 ? double(t) : 100.0;
-    }();
-    return hz;
-}
-
-bool read_small(const std::string& path, std::string& out) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    out.clear();
-    char buf[4096];
-    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
-    close(fd);
-    return !out.empty();
-}
-
 double clock_s(clockid_t clk) {
     timespec ts{};
     clock_gettime(clk, &ts);
@@ -63,44 +45,6 @@ std::map<int, CpuTimes> parse_proc_stat(const std::string& text, double hz) {
             continue;
         out[cpu] = {v[0] / hz, v[1] / hz, v[2] / hz, v[3] / hz, v[4] / hz, v[5] / hz, v[6] / hz, v[7] / hz};
     }
-    return out;
-}
-
-std::map<int, CpuTimes> read_proc_stat() {
-    std::string text;
-    read_small("/proc/stat", text);
-    return parse_proc_stat(text, ticks_per_s());
-}
-
-ProcScan scan_processes() {
-    ProcScan out;
-    DIR* d = opendir("/proc");
-    if (!d) return out;
-    const double hz = ticks_per_s();
-    std::string buf;
-    while (dirent* e = readdir(d)) {
-        char* end;
-        const long pid = std::strtol(e->d_name, &end, 10);
-        if (*end || pid <= 0) continue;
-        if (!read_small(fmt::format("/proc/{}/stat", pid), buf)) continue;  // gone meanwhile
-        const auto open_paren = buf.find('('), close_paren = buf.rfind(')');
-        if (open_paren == std::string::npos || close_paren == std::string::npos) continue;
-        ProcCpu p;
-        p.comm = buf.substr(open_paren + 1, close_paren - open_paren - 1);
-        // Fields after the comm: state(3) ppid(4) ... flags(9) ... utime(14) stime(15) cutime(16)
-        // cstime(17) ... starttime(22).
-        std::istringstream f(buf.substr(close_paren + 2));
-        std::vector<std::string> v;
-        for (std::string x; f >> x && v.size() < 20;) v.push_back(x);
-        if (v.size() < 20) continue;
-        p.ppid = pid_t(std::stol(v[1]));
-        p.kernel = std::stoul(v[6]) & 0x00200000;  // PF_KTHREAD
-        p.self_s = (std::stod(v[11]) + std::stod(v[12])) / hz;
-        p.children_s = (std::stod(v[13]) + std::stod(v[14])) / hz;
-        p.start = std::stoull(v[19]);
-        out[pid_t(pid)] = std::move(p);
-    }
-    closedir(d);
     return out;
 }
 
@@ -134,24 +78,6 @@ std::vector<pid_t> descendants(const ProcScan& scan, pid_t root) {
         auto [lo, hi] = children.equal_range(out[i]);
         for (auto it = lo; it != hi; ++it)
             if (it->second != root) out.push_back(it->second);
-    }
-    return out;
-}
-
-std::vector<int> cpus_allowed(pid_t pid) {
-    std::ifstream in(fmt::format("/proc/{}/status", pid));
-    std::string line;
-    std::vector<int> out;
-    while (std::getline(in, line)) {
-        if (line.rfind("Cpus_allowed_list:", 0) != 0) continue;
-        std::istringstream ranges(line.substr(18));
-        for (std::string r; std::getline(ranges, r, ',');) {
-            int a, b;
-            const int n = std::sscanf(r.c_str(), " %d-%d", &a, &b);
-            if (n == 1) out.push_back(a);
-            else if (n == 2)
-                for (int c = a; c <= b; ++c) out.push_back(c);
-        }
     }
     return out;
 }

@@ -13,6 +13,7 @@
 
 #include "concbench/verify.hpp"
 #include "concbench/workloads.hpp"
+#include "platform.hpp"
 
 namespace fs = std::filesystem;
 
@@ -42,9 +43,8 @@ std::string source_dir() {
 }
 
 std::string bin_dir() {
-    std::error_code ec;
-    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    return ec ? std::string(".") : exe.parent_path().string();
+    std::string exe = platform::self_exe();
+    return exe.empty() ? std::string(".") : fs::path(exe).parent_path().string();
 }
 
 std::string models_dir() { return source_dir() + "/models"; }

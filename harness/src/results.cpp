@@ -14,22 +14,10 @@
 
 #include "concbench/host.hpp"
 #include "concbench/registry.hpp"
+#include "platform.hpp"
 
 namespace concbench {
 namespace {
-
-std::string first_match(const char* path, const char* key) {
-    std::ifstream in(path);
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind(key, 0) == 0) {
-            auto colon = line.find(':');
-            auto v = line.substr(colon + 1);
-            v.erase(0, v.find_first_not_of(" \t"));
-            return v;
-        }
-    return "";
-}
 
 std::string command_output(const std::string& cmd) {
     std::string out;
@@ -51,20 +39,11 @@ nlohmann::json machine_context() {
     m["hostname"] = u.nodename;
     m["kernel"] = u.release;
     m["arch"] = u.machine;
-    m["cpu_model"] = first_match("/proc/cpuinfo", "model name");
+    m["cpu_model"] = platform::cpu_model();
     m["cpus"] = std::thread::hardware_concurrency();
     m["cpus_allowed"] = allowed_cpus();
-    std::string mem = first_match("/proc/meminfo", "MemTotal");
-    m["memory_kib"] = std::atoll(mem.c_str());
-    std::string os = first_match("/etc/os-release", "PRETTY_NAME");
-    if (os.empty()) {
-        std::ifstream in("/etc/os-release");
-        std::string line;
-        while (std::getline(in, line))
-            if (line.rfind("PRETTY_NAME=", 0) == 0) os = line.substr(12);
-    }
-    if (os.size() >= 2 && os.front() == '"') os = os.substr(1, os.size() - 2);
-    m["os"] = os;
+    m["memory_kib"] = platform::memory_kib();
+    m["os"] = platform::os_name();
     return m;
 }
 

@@ -7,6 +7,7 @@
 
 #include <fmt/ranges.h>
 
+#include "platform.hpp"
 #include "concbench/docroot.hpp"
 #include "concbench/launch.hpp"
 #include "concbench/workloads.hpp"
@@ -165,26 +166,13 @@ std::string Ctx::sanitizer_report(const std::string& log) {
 
 // ------------------------------------------------------------------- the server's process tree
 
-bool alive(pid_t pid) {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
-    std::string stat;
-    if (!std::getline(in, stat)) return false;
-    auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) return false;
-    char state = stat[close_paren + 2];
-    return state != 'Z' && state != 'X';
-}
+bool alive(pid_t pid) { return platform::alive(pid); }
 
 std::string describe_fds(pid_t root) {
     std::string out;
     for (pid_t pid : process_tree(root)) {
-        std::string comm;
-        std::ifstream(fmt::format("/proc/{}/comm", pid)) >> comm;
-        std::vector<int> fds;
-        std::error_code ec;
-        for (const auto& e : fs::directory_iterator(fmt::format("/proc/{}/fd", pid), ec))
-            fds.push_back(std::atoi(e.path().filename().c_str()));
-        std::sort(fds.begin(), fds.end());
+        std::string comm = platform::comm(pid);
+        std::vector<int> fds = platform::open_fds(pid);
         if (!out.empty()) out += "; ";
         out += fmt::format("pid {} ({}) {} fds: {}", pid, comm, fds.size(), fmt::join(fds, " "));
     }

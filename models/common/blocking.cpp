@@ -5,8 +5,13 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#ifdef __linux__
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#else
+#include <sys/types.h>
+#include <sys/uio.h>  // sendfile on FreeBSD and macOS
+#endif
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,6 +127,25 @@ void fanout(Session& s, int client, const ServerOptions& opts) {
     s.complete_fanout(bodies, ok);
 }
 
+// Up to `count` bytes of file f from *off to the socket; advances *off. Linux's signature;
+// FreeBSD and macOS swap the fds and report the bytes sent through a pointer. <= 0: error or EOF.
+ssize_t sendfile_some(int sock, int f, off_t* off, std::size_t count) {
+#if defined(__linux__)
+    return sendfile(sock, f, off, count);
+#else
+#if defined(__APPLE__)
+    off_t sent = static_cast<off_t>(count);  // in: how many; out: how many went
+    int r = sendfile(f, sock, *off, &sent, nullptr, 0);
+#else
+    off_t sent = 0;  // FreeBSD: nbytes 0 would mean "to the end of the file"; count is > 0 here
+    int r = sendfile(f, sock, *off, count, nullptr, &sent, 0);
+#endif
+    *off += sent;
+    if (r < 0 && sent == 0) return -1;  // EINTR with bytes sent counts as progress
+    return static_cast<ssize_t>(sent);
+#endif
+}
+
 // Sends the file's head (in the outbox) and then its bytes. False if the client is gone.
 bool send_file(Session& s, int client, const ServerOptions& opts) {
     long long size = 0;
@@ -130,7 +154,7 @@ bool send_file(Session& s, int client, const ServerOptions& opts) {
     bool ok = write_outbox(client, s.out());
     off_t off = 0;
     while (ok && static_cast<std::size_t>(off) < n) {
-        ssize_t w = sendfile(client, f, &off, n - static_cast<std::size_t>(off));
+        ssize_t w = sendfile_some(client, f, &off, n - static_cast<std::size_t>(off));
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) ok = false;  // an error, or the file shrank under us
     }
@@ -183,15 +207,25 @@ Children::Children() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);
+#ifdef __linux__
     if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) fatal("sigprocmask: %s", strerror(errno));
     chldfd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (chldfd_ < 0) fatal("signalfd: %s", strerror(errno));
+#else
+    chldfd_ = signal_pipe({SIGCHLD});
+#endif
 }
 
 int Children::reap(bool warn_signals) {
+#ifdef __linux__
     signalfd_siginfo si;
     while (read(chldfd_, &si, sizeof si) == sizeof si) {
     }
+#else
+    char drain[64];
+    while (read(chldfd_, drain, sizeof drain) > 0) {
+    }
+#endif
     int n = 0;
     pid_t pid;
     int status;
@@ -224,6 +258,9 @@ void Children::stop_all(seconds grace) {
 }
 
 void Children::forget_in_child() {
+#ifndef __linux__
+    signal(SIGCHLD, SIG_DFL);  // the self-pipe's handler would write to the parent's pipe
+#endif
     close(chldfd_);
     chldfd_ = -1;
     pids_.clear();

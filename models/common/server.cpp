@@ -10,7 +10,9 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#ifdef __linux__
 #include <sys/signalfd.h>
+#endif
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,11 +114,49 @@ int stop_signal_fd() {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+#ifdef __linux__
     if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) fatal("sigprocmask: %s", strerror(errno));
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) fatal("signalfd: %s", strerror(errno));
     return fd;
+#else
+    return signal_pipe({SIGTERM, SIGINT});
+#endif
 }
+
+#ifndef __linux__
+namespace {
+std::atomic<int> g_signal_pipe[NSIG];  // write end per signal number, 0 = none
+
+void on_signal(int sig) {
+    int saved = errno;
+    int fd = g_signal_pipe[sig].load(std::memory_order_relaxed);
+    if (fd > 0) (void)!write(fd, "s", 1);  // full pipe: a wake-up is already pending
+    errno = saved;
+}
+
+void set_flags(int fd, int fl) {
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | fl);
+}
+}  // namespace
+
+int signal_pipe(std::initializer_list<int> sigs) {
+    int p[2];
+    if (pipe(p) != 0) fatal("pipe: %s", strerror(errno));
+    set_flags(p[0], O_NONBLOCK);
+    set_flags(p[1], O_NONBLOCK);
+    for (int sig : sigs) {
+        g_signal_pipe[sig] = p[1];
+        struct sigaction sa{};
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART | (sig == SIGCHLD ? SA_NOCLDSTOP : 0);
+        if (sigaction(sig, &sa, nullptr) != 0) fatal("sigaction: %s", strerror(errno));
+    }
+    return p[0];
+}
+#endif
 
 int listen_socket(ServerOptions& opts, bool reuseport) {
     sockaddr_storage ss{};
@@ -135,7 +175,12 @@ int listen_socket(ServerOptions& opts, bool reuseport) {
     } else {
         fatal("--host: '%s' is not an IP address", opts.host.c_str());
     }
+#ifdef __APPLE__
+    int fd = socket(family, SOCK_STREAM, 0);  // macOS: no SOCK_NONBLOCK / SOCK_CLOEXEC
+    if (fd >= 0) set_flags(fd, O_NONBLOCK);
+#else
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+#endif
     if (fd < 0) fatal("socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -191,6 +236,21 @@ void run_workers(int n, int listen_fd, const std::function<void(int)>& run) {
     run(0);
     for (auto& t : threads) t.join();
 }
+
+#ifdef __APPLE__
+// macOS has no accept4: the flags are set after accept (no exec can happen in between in a
+// server), and SO_NOSIGPIPE stands in for MSG_NOSIGNAL.
+static int accept4(int listen_fd, sockaddr* addr, socklen_t* len, int nonblocking_flag) {
+    int fd = accept(listen_fd, addr, len);
+    if (fd < 0) return fd;
+    set_flags(fd, nonblocking_flag ? O_NONBLOCK : 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+    return fd;
+}
+#define SOCK_CLOEXEC 0
+#define SOCK_NONBLOCK 1
+#endif
 
 int accept_connection(int listen_fd, bool nonblocking) {
     int flags = SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0);

@@ -1,6 +1,7 @@
 // What every server shares, so that a model's own code is only its concurrency mechanism: the
 // command line of the contract, the listening socket, signals, the readiness line, accept.
 #pragma once
+#include <initializer_list>
 #include <netinet/in.h>
 #include <sys/uio.h>
 
@@ -36,8 +37,22 @@ ServerOptions parse_options(int argc, char** argv, const ModelTraits& traits);
 ServerIdentity identity(const ModelTraits& traits);
 
 // Ignores SIGPIPE and blocks SIGTERM/SIGINT (call before starting threads, which inherit the
-// mask); returns a signalfd that becomes readable when either arrives.
+// mask); returns a signalfd that becomes readable when either arrives. Off Linux (no signalfd)
+// it is the read end of a self-pipe (signal_pipe below): poll it for readability; its bytes are
+// not signalfd_siginfo records.
 int stop_signal_fd();
+
+#ifndef __linux__
+// A non-blocking, close-on-exec pipe whose read end becomes readable when one of `sigs` arrives
+// (a handler writes one byte): the BSD/macOS stand-in for signalfd. The signals stay unblocked.
+int signal_pipe(std::initializer_list<int> sigs);
+#endif
+
+#ifndef MSG_NOSIGNAL
+// macOS has no MSG_NOSIGNAL: SIGPIPE is ignored (stop_signal_fd) and accepted sockets get
+// SO_NOSIGPIPE (accept_connection), so plain send() is safe there.
+#define MSG_NOSIGNAL 0
+#endif
 
 // A listening TCP socket on the options' host and port (SO_REUSEADDR; SO_REUSEPORT if asked),
 // non-blocking. With port 0 it sets opts.port to the port it got, so that the listeners of
