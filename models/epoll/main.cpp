@@ -1,8 +1,8 @@
-// server-epoll (and server-poll, server-select): the hand-rolled reactor. Non-blocking sockets,
+// server-epoll (and server-poll, server-select, server-kqueue): the hand-rolled reactor. Non-blocking sockets,
 // one state machine per connection, level-triggered readiness from the reactor core
 // (models/common/reactor.hpp). This file is the one server loop of the three reactor models:
 // each model folder compiles it against its backend library (reactor_epoll, reactor_poll,
-// reactor_select), so the models differ in the backend and nothing else.
+// reactor_select, reactor_kqueue), so the models differ in the backend and nothing else.
 //   - read once per readiness into the loop's one shared buffer and feed the sans-IO session;
 //   - write at once; only on EAGAIN wait for writability, and stop reading until the output has
 //     drained (backpressure: a client that never reads cannot make us buffer without bound);
@@ -16,13 +16,11 @@
 //   - --workers N: N such loops, one thread each, each with its own listening socket on the same
 //     port (SO_REUSEPORT: the kernel spreads new connections) — nginx's worker layout. The thread
 //     that reads SIGTERM from the signalfd writes an eventfd every other loop watches.
-// Linux (epoll, eventfd, SO_REUSEPORT). Run: server-epoll --proto http --host 127.0.0.1 --port 0
-//   [--workers N]
+// Linux (signalfd, eventfd, SO_REUSEPORT); on FreeBSD and macOS (server-kqueue, poll, select) a
+// self-pipe and a pipe instead, and their sendfile(2): platform.hpp. Run: server-epoll --proto
+//   http --host 127.0.0.1 --port 0 [--workers N]
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/sendfile.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "platform.hpp"
 #include "reactor.hpp"
 #include "server.hpp"
 
@@ -241,7 +240,7 @@ struct Worker {
     int send_file_part(Conn* c) {
         EffectState& fx = *c->fx;
         while (fx.file_left > 0) {
-            ssize_t w = sendfile(c->fd, fx.file, &fx.file_off, fx.file_left);
+            ssize_t w = platform::send_file(c->fd, fx.file, &fx.file_off, fx.file_left);
             if (w < 0 && errno == EINTR) continue;
             if (w < 0 && errno == EAGAIN) return 0;
             if (w <= 0) return -1;  // an error, or the file shrank under us
@@ -286,7 +285,7 @@ struct Worker {
             pool.pop_back();
             return b;
         }
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = platform::stream_socket();
         if (fd < 0) return nullptr;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -308,7 +307,7 @@ struct Worker {
     }
     void backend_send(Backend* b) {
         while (!b->request.empty()) {
-            ssize_t n = send(b->fd, b->request.data(), b->request.size(), MSG_NOSIGNAL);
+            ssize_t n = send(b->fd, b->request.data(), b->request.size(), platform::kSendFlags);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno == EAGAIN) return reactor.set(*b, kWritable);
             if (n <= 0) return backend_failed(b);
@@ -449,14 +448,10 @@ void Listener::on_timer() {
 
 void Stop::on_ready(int) {
     if (is_signalfd) {
-        signalfd_siginfo si;
-        while (read(fd, &si, sizeof si) == sizeof si) {
-        }
-        uint64_t one = 1;
-        if (wake_fd >= 0 && write(wake_fd, &one, sizeof one) != sizeof one)
-            fatal("eventfd write: %s", strerror(errno));
+        platform::drain_stop_signal(fd);
+        if (wake_fd >= 0 && !platform::wake(wake_fd)) fatal("wake-up write: %s", strerror(errno));
     }
-    // The eventfd is never read: it stays readable, so every worker watching it sees it.
+    // The eventfd (pipe) is never read: it stays readable, so every worker watching it sees it.
     wk->reactor.stop();
 }
 
@@ -464,10 +459,10 @@ void Stop::on_ready(int) {
 
 int main(int argc, char** argv) {
     ServerOptions opts = parse_options(argc, argv, kTraits);
-    int sigfd = stop_signal_fd();  // before any thread starts: they inherit the blocked mask
+    int sigfd = platform::stop_signal_fd();  // before any thread starts: they inherit the blocked mask
     const int n = opts.workers;
-    int stopfd = n > 1 ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
-    if (n > 1 && stopfd < 0) fatal("eventfd: %s", strerror(errno));
+    platform::Wake stopfd;  // Linux: one eventfd; FreeBSD/macOS: a pipe
+    if (n > 1 && !platform::make_wake(stopfd)) fatal("eventfd: %s", strerror(errno));
 
     std::vector<std::unique_ptr<Worker>> workers;
     for (int i = 0; i < n; ++i) {
@@ -478,8 +473,8 @@ int main(int argc, char** argv) {
         w->listener.wk = w.get();
         w->stop.wk = w.get();
         w->stop.is_signalfd = i == 0;
-        w->stop.fd = i == 0 ? sigfd : stopfd;
-        w->stop.wake_fd = i == 0 ? stopfd : -1;
+        w->stop.fd = i == 0 ? sigfd : stopfd.watch;
+        w->stop.wake_fd = i == 0 ? stopfd.signal : -1;
         w->reactor.set(w->listener, kReadable);
         w->reactor.set(w->stop, kReadable);
         workers.push_back(std::move(w));
