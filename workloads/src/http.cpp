@@ -38,7 +38,11 @@ std::string_view http_date() {
     time_t now = time(nullptr);  // vDSO: no system call
     if (now != cached_sec) {
         struct tm tm;
+#ifdef _WIN32
+        gmtime_s(&tm, &now);  // the CRT's thread-safe gmtime (arguments swapped)
+#else
         gmtime_r(&now, &tm);
+#endif
         len = strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         cached_sec = now;
     }

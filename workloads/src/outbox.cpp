@@ -1,7 +1,9 @@
 // Outbox: pending output as segments of owned bytes or of the shared /bytes pattern.
 #include "concbench/outbox.hpp"
 
+#ifndef _WIN32
 #include <sys/uio.h>
+#endif
 
 #include <algorithm>
 #include <array>

@@ -7,7 +7,15 @@
 #include <string_view>
 #include <vector>
 
+#ifdef _WIN32
+// POSIX's scatter/gather element, which Windows lacks; a Windows model copies it into WSABUFs.
+struct iovec {
+    void* iov_base;
+    std::size_t iov_len;
+};
+#else
 struct iovec;
+#endif
 
 namespace concbench {
 
