@@ -14,7 +14,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 endif
 CONCBENCH := $(BUILD)/bin/concbench
 
-.PHONY: all deps build bench bench-classic micro test list plot summary clean fuzz
+.PHONY: all deps build bench bench-classic micro test list plot summary report compare clean fuzz iocp
 
 all: build
 
@@ -32,7 +32,8 @@ bench: build
 	if [ $$mrc -eq 130 ]; then exit 130; fi; \
 	$(PYTHON) scripts/plot.py results/latest --classic auto || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
-	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/ (classic-cpu.png first: server CPU per request)"; \
+	$(PYTHON) scripts/report.py results/latest || exit $$?; \
+	echo "bench: results in results/latest/results.jsonl, plots in results/latest/plots/ (classic-cpu.png first: server CPU per request), the report in results/latest/report.html"; \
 	if [ $$rc -eq 1 ]; then echo "bench: some cells failed — each with its reason in the summary above (a pool that cannot hold 10,000 idle connections fails there: that is its result)"; rc=0; fi; \
 	exit $$rc
 
@@ -45,7 +46,8 @@ bench-classic: build
 	if [ $$rc -eq 130 ] || [ $$rc -eq 2 ]; then exit $$rc; fi; \
 	$(PYTHON) scripts/plot.py results/latest --classic hello || exit $$?; \
 	$(PYTHON) scripts/summary.py results/latest || exit $$?; \
-	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-cpu.png, classic-throughput.png, classic-pss.png"; \
+	$(PYTHON) scripts/report.py results/latest || exit $$?; \
+	echo "bench-classic: results in results/latest/results.jsonl; classic charts: results/latest/plots/classic-cpu.png, classic-throughput.png, classic-pss.png; the report: results/latest/report.html"; \
 	if [ $$rc -eq 1 ]; then echo "bench-classic: some cells failed — each with its reason in the summary above; the charts mark where each line stops and why"; rc=0; fi; \
 	exit $$rc
 
@@ -63,6 +65,17 @@ plot:
 
 summary:
 	@$(PYTHON) scripts/summary.py results/latest
+
+# One self-contained page of a run (default latest): environment, headline, every chart inline,
+# summary tables, model notes and the essays' claims judged; BASELINE=<run> adds a comparison.
+RUN ?= latest
+report:
+	@$(PYTHON) scripts/report.py $(RUN) $(if $(BASELINE),--baseline $(BASELINE))
+
+# Two runs cell by cell: the ratio of each figure and whether it exceeds the repetitions' spread.
+compare:
+	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run> B=<run>" >&2; exit 2; fi
+	@$(PYTHON) scripts/compare.py $(A) $(B)
 
 # Instrumented builds stop at the first sanitizer report (UBSan would otherwise only print), in
 # the tests and in every server they start (they inherit the environment). SANITIZE=thread runs
@@ -82,6 +95,14 @@ fuzz: deps
 	@mkdir -p build-fuzz/corpus
 	build-fuzz/bin/fuzz_session -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 \
 	  -artifact_prefix=build-fuzz/ -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
+
+# The IOCP model (models/iocp) alone, cross-built for Windows with mingw-w64: a static .exe to
+# copy to a Windows machine (the main build also makes it, with a Wine launcher, when it can).
+iocp:
+	@cmake -S models/iocp/cross -B build-iocp-win -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/mingw-w64-x86_64.cmake >/dev/null
+	@cmake --build build-iocp-win -j $(JOBS)
+	@echo "iocp: build-iocp-win/server-iocp.exe"
 
 list: build
 	@$(CONCBENCH) list

@@ -10,6 +10,7 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   liburing-dev libuv1-dev libboost1.81-dev   # the uring, libuv and asio models
   python3 python3-matplotlib                 # plots (Debian's /usr/bin/python3)
+  python3-jinja2 chromium-headless-shell      # report.html (Jinja2) and its test in a headless browser
   python3-httptools python3-aiohttp python3-uvloop  # the Python models (models/py-*)
   nodejs                                     # the Node.js model (models/node-http)
   procps                                     # ps/pgrep used in diagnostics

@@ -439,23 +439,16 @@ def draw_sweep(rows, colours, sub, fails, title, stem, out):
     return written
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results_dir", type=Path)
-    ap.add_argument("--out", type=Path, help="output directory (default RESULTS_DIR/plots)")
-    ap.add_argument("--classic", metavar="WORKLOAD",
-                    help="also write classic-throughput, classic-cpu and classic-pss (.png, .svg) for this workload "
-                         "('auto': hello, when the run has it)")
-    args = ap.parse_args()
-    micro = args.results_dir / "micro.json"
-    out = args.out or args.results_dir / "plots"
-    if micro.is_file() and not (args.results_dir / "results.jsonl").is_file():
+def draw_run(results_dir, out=None, classic=None):
+    """Every chart of a run into out (default RESULTS_DIR/plots); returns (paths written, failed
+    rows). Exits 2, as the command does, when there is nothing to plot."""
+    micro = results_dir / "micro.json"
+    out = out or results_dir / "plots"
+    if micro.is_file() and not (results_dir / "results.jsonl").is_file():
         # a run of `concbench micro` alone: its charts only
         out.mkdir(parents=True, exist_ok=True)
-        for path in micro_plots.draw_all(micro, out):
-            print(path)
-        return
-    ok, failed, meta = load(args.results_dir)
+        return micro_plots.draw_all(micro, out), []
+    ok, failed, meta = load(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     sub = subtitle(meta)
     colours = styles(ok + failed)
@@ -504,25 +497,36 @@ def main():
         fig.savefig(path, dpi=100)
         written.append(path)
         plt.close(fig)
-    if args.classic:
+    if classic:
         # closed-loop cells without idle connections held: rate-sweep steps and idle sets are other shapes
-        workload = "hello" if args.classic == "auto" else args.classic
+        workload = "hello" if classic == "auto" else classic
         rows = [r for r in ok + failed if r["workload"] == workload and not is_open(r) and not idle_of(r)]
-        if args.classic == "auto" and not [r for r in rows if r.get("status", "ok") == "ok"]:
+        if classic == "auto" and not [r for r in rows if r.get("status", "ok") == "ok"]:
             rows = []  # a run without hello cells (make bench PROFILE=io): no classic charts, no error
         elif not [r for r in rows if r.get("status", "ok") == "ok"]:
-            print(f"plot.py: error: --classic: no finished closed-loop cell of workload '{args.classic}'",
+            print(f"plot.py: error: --classic: no finished closed-loop cell of workload '{classic}'",
                   file=sys.stderr)
             sys.exit(2)
         for metric in CLASSIC if rows else []:
             written += classic_chart(rows, metric, colours, sub, out)
     if micro.is_file():
         written += micro_plots.draw_all(micro, out)
+    return written, failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("--out", type=Path, help="output directory (default RESULTS_DIR/plots)")
+    ap.add_argument("--classic", metavar="WORKLOAD",
+                    help="also write classic-throughput, classic-cpu and classic-pss (.png, .svg) for this workload "
+                         "('auto': hello, when the run has it)")
+    args = ap.parse_args()
+    written, failed = draw_run(args.results_dir, args.out, args.classic)
     for r in failed:
         print(f"failed cell {r.get('cell', '?')}: {r.get('error') or 'no error given'}", file=sys.stderr)
     for path in written:
         print(path)
-
 
 if __name__ == "__main__":
     main()

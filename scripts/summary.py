@@ -119,6 +119,41 @@ def notes_of(key, rows, failed):
     return notes, cvs
 
 
+def group_of(r):
+    """The table a result line belongs to: its workload, with idle connections held and open-loop
+    (rate sweep) steps apart."""
+    group = str(r.get("workload"))
+    if r.get("idle_connections"):
+        group += f" (+{r['idle_connections']} idle connections)"
+    load = r.get("load") if isinstance(r.get("load"), dict) else {}
+    if load.get("shape") == "open":
+        frac = load.get("rate_fraction")
+        group += (f" — open loop at {frac * 100:g} % of the closed-loop maximum" if isinstance(frac, (int, float))
+                  else " — open loop")
+    return group
+
+
+def read_cells(path, workload=None, connections=None):
+    """({(group, connections, series): [ok lines]}, {same key: [failed lines]}) from a results.jsonl;
+    lines that are not JSON objects (a half-written last line) are skipped."""
+    cells = defaultdict(list)
+    failed = defaultdict(list)
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(r, dict):
+            continue
+        if workload and r.get("workload") != workload:
+            continue
+        if connections and r.get("connections") not in connections:
+            continue
+        key = (group_of(r), r.get("connections"), r.get("series") or r.get("model"))  # series: "threads (2 cores)"
+        (cells if r.get("status") == "ok" else failed)[key].append(r)
+    return cells, failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results_dir", type=Path)
@@ -129,30 +164,7 @@ def main():
     if not path.is_file():
         print(f"summary.py: {path}: no such file", file=sys.stderr)
         return 2
-    cells = defaultdict(list)
-    failed = defaultdict(list)
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(r, dict):
-            continue
-        if a.workload and r.get("workload") != a.workload:
-            continue
-        if a.connections and r.get("connections") not in a.connections:
-            continue
-        # Cells with idle connections held, and open-loop (rate sweep) steps, get tables of their own.
-        group = str(r.get("workload"))
-        if r.get("idle_connections"):
-            group += f" (+{r['idle_connections']} idle connections)"
-        load = r.get("load") if isinstance(r.get("load"), dict) else {}
-        if load.get("shape") == "open":
-            frac = load.get("rate_fraction")
-            group += (f" — open loop at {frac * 100:g} % of the closed-loop maximum" if isinstance(frac, (int, float))
-                      else " — open loop")
-        key = (group, r.get("connections"), r.get("series") or r.get("model"))  # series: "threads (2 cores)"
-        (cells if r.get("status") == "ok" else failed)[key].append(r)
+    cells, failed = read_cells(path, a.workload, a.connections)
     if not cells and not failed:
         print("summary.py: no matching cells", file=sys.stderr)
         return 2
