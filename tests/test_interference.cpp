@@ -149,17 +149,28 @@ TEST(MeasureInterference, ServerAndClientOnTheSameCpusAreOneReading) {
 }
 
 TEST(MeasureInterference, ABusyProcessOfOursIsNotForeign) {
-    // A child of this process (as a server is) burning CPU between two real marks.
+    // A child of this process (as a server is) burning 300 ms of its own CPU between two real
+    // marks: it starts after the first and the second is taken once it says it is done, so the
+    // figure does not depend on how much CPU a busy machine lets it have in a fixed time.
+    int go[2], done[2];
+    ASSERT_EQ(pipe(go), 0);
+    ASSERT_EQ(pipe(done), 0);
     pid_t child = fork();
     if (child == 0) {
-        const auto end = steady_clock::now() + milliseconds(600);
-        while (steady_clock::now() < end) {
-        }
+        char c;
+        if (read(go[0], &c, 1) != 1) _exit(1);
+        timespec t{};
+        do clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+        while (t.tv_sec == 0 && t.tv_nsec < 300000000);
+        if (write(done[1], "d", 1) != 1) _exit(1);
+        pause();
         _exit(0);
     }
     ASSERT_GT(child, 0);
     Mark m0 = take_mark();
-    std::this_thread::sleep_for(milliseconds(400));
+    ASSERT_EQ(write(go[1], "g", 1), 1);
+    char c;
+    ASSERT_EQ(read(done[0], &c, 1), 1);
     Mark m1 = take_mark();
     Interference r = measure_interference(m0, m1, {0}, {1}, {}, nullptr);
     for (const ProcUse& u : r.top) EXPECT_NE(u.pid, child);
@@ -167,6 +178,7 @@ TEST(MeasureInterference, ABusyProcessOfOursIsNotForeign) {
     EXPECT_LT(others_of_ours_s(m0, m1, child), 0.05);  // unless it is the server's tree
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
+    for (int fd : {go[0], go[1], done[0], done[1]}) close(fd);
 }
 
 TEST(SpeedProbe, CalibratesAndMeasuresTheShareOfSpeedLost) {
