@@ -459,7 +459,9 @@ void Stop::on_ready(int) {
 
 int main(int argc, char** argv) {
     ServerOptions opts = parse_options(argc, argv, kTraits);
-    int sigfd = platform::stop_signal_fd();  // before any thread starts: they inherit the blocked mask
+    // A signalfd on Linux, a self-pipe's read end elsewhere (server.hpp); before any thread starts:
+    // they inherit the blocked mask.
+    int sigfd = stop_signal_fd();
     const int n = opts.workers;
     platform::Wake stopfd;  // Linux: one eventfd; FreeBSD/macOS: a pipe
     if (n > 1 && !platform::make_wake(stopfd)) fatal("eventfd: %s", strerror(errno));

@@ -58,9 +58,6 @@ inline int stream_socket() {
 
 #if defined(__linux__)
 
-// Readable once SIGTERM or SIGINT came (SIGPIPE ignored). Call before any thread starts.
-inline int stop_signal_fd() { return concbench::stop_signal_fd(); }
-
 inline void drain_stop_signal(int fd) {
     signalfd_siginfo si;
     while (read(fd, &si, sizeof si) == sizeof si) {
@@ -93,10 +90,6 @@ inline bool nonblocking_pipe(int p[2]) {
             return false;
     return true;
 }
-
-// Off Linux, concbench::stop_signal_fd() is the read end of a self-pipe (server.hpp): a
-// SIGTERM/SIGINT handler writes a byte, the loop watches the read end.
-inline int stop_signal_fd() { return concbench::stop_signal_fd(); }
 
 inline void drain_stop_signal(int fd) {
     char buf[64];
